@@ -7,9 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let include = protoc_bin_vendored::include_path()?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("cm_v1_descriptor.bin"))
-        .compile_protos(&[std::path::PathBuf::from("proto/cm/v1/cm.proto")], &[std::path::PathBuf::from("proto"), include])?;
+    tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("cm_v1_descriptor.bin")).compile_protos(
+        &[std::path::PathBuf::from("proto/cm/v1/cm.proto")],
+        &[std::path::PathBuf::from("proto"), include],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

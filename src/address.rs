@@ -42,9 +42,8 @@ impl Address {
                 Ok(Address::Unix(PathBuf::from(path)))
             }
             "tcp" => {
-                let hostport = rest
-                    .strip_prefix("//")
-                    .ok_or_else(|| AddressError::BadTcp(s.to_string(), "missing //".into()))?;
+                let hostport =
+                    rest.strip_prefix("//").ok_or_else(|| AddressError::BadTcp(s.to_string(), "missing //".into()))?;
                 let hostport = hostport.trim_end_matches('/');
                 let addr = hostport
                     .to_socket_addrs()

@@ -1,0 +1,13 @@
+//! Images: references, registry access, the content store and layer snapshots.
+
+pub mod error;
+pub mod manifest;
+pub mod pull;
+pub mod reference;
+pub mod store;
+mod unpack;
+
+pub use error::ImageError;
+pub use pull::{Phase, Pull, PullEvent, RegistryOptions};
+pub use reference::Reference;
+pub use store::{ImageRecord, ImageStore};

@@ -1,0 +1,700 @@
+//! Pulling an image: resolve the reference to a manifest for this host's platform, fetch the config, then
+//! download every missing layer in parallel, verifying size and digest while the bytes stream and
+//! decompressing and unpacking them in the same pass. Progress goes out as [`PullEvent`]s.
+//!
+//! Each layer runs as an async task (network) feeding a blocking thread (hash, write blob, decompress,
+//! unpack, verify, commit) through a small bounded channel, so a slow disk slows the download instead of
+//! buffering it in memory.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use oci_client::Client;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::error::ImageError;
+use super::manifest::{self, Descriptor, Fetched, Platform};
+use super::reference::Reference;
+use super::store::{ImageRecord, ImageStore, LayerRecord};
+use super::unpack;
+
+/// Layers downloaded at once (docker's default).
+const PARALLEL_LAYERS: usize = 3;
+/// Largest manifest, index or config we accept.
+const MAX_METADATA_BYTES: usize = 8 << 20;
+/// How often byte progress is reported.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Phase of one layer (mirrors cm.v1.LayerPhase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Waiting,
+    Downloading,
+    Verifying,
+    Extracting,
+    Done,
+    AlreadyExists,
+}
+
+/// What a pull reports while it runs.
+#[derive(Debug, Clone)]
+pub enum PullEvent {
+    Resolved {
+        reference: String,
+        manifest_digest: String,
+        index_digest: Option<String>,
+        platform: Platform,
+        layers: Vec<Descriptor>,
+    },
+    Layer {
+        digest: String,
+        phase: Phase,
+        current: i64,
+        total: i64,
+    },
+    Summary {
+        current: i64,
+        total: i64,
+        layers_done: usize,
+        layers_total: usize,
+    },
+}
+
+/// What a successful pull did.
+#[derive(Debug, Clone)]
+pub struct PullOutcome {
+    pub image_id: String,
+    pub reference: String,
+    pub manifest_digest: String,
+    pub downloaded_bytes: i64,
+    pub up_to_date: bool,
+}
+
+/// Registry access settings of the server.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Registries (`host[:port]` or `host`) reached over plain HTTP.
+    pub insecure: Vec<String>,
+}
+
+impl RegistryOptions {
+    /// Plain HTTP for loopback registries (as docker does) and those marked insecure.
+    fn plain_http(&self, reference: &Reference) -> bool {
+        let host = reference.registry_host().trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        loopback || self.insecure.iter().any(|r| r == &reference.registry || r == reference.registry_host())
+    }
+}
+
+/// One pull in progress.
+pub struct Pull {
+    store: Arc<ImageStore>,
+    reference: Reference,
+    client: Client,
+    auth: RegistryAuth,
+    events: mpsc::Sender<PullEvent>,
+}
+
+impl Pull {
+    pub fn new(
+        store: Arc<ImageStore>,
+        options: &RegistryOptions,
+        reference: Reference,
+        auth: RegistryAuth,
+        events: mpsc::Sender<PullEvent>,
+    ) -> Self {
+        let protocol = if options.plain_http(&reference) {
+            ClientProtocol::HttpsExcept(vec![reference.registry.clone()])
+        } else {
+            ClientProtocol::Https
+        };
+        let client = Client::new(ClientConfig {
+            protocol,
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(60)),
+            ..Default::default()
+        });
+        Pull { store, reference, client, auth, events }
+    }
+
+    fn registry_error(&self, what: &str) -> impl Fn(oci_client::errors::OciDistributionError) -> ImageError + '_ {
+        let what = format!("{what} of {}", self.reference);
+        move |e| ImageError::from_registry(e, &self.reference.registry, &what)
+    }
+
+    async fn emit(&self, event: PullEvent) -> Result<(), ImageError> {
+        self.events.send(event).await.map_err(|_| ImageError::Cancelled)
+    }
+
+    /// Fetches a manifest or index by reference and checks its digest.
+    async fn fetch_manifest(&self, reference: &Reference) -> Result<(Bytes, String), ImageError> {
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(&reference.to_oci(), &self.auth, manifest::ACCEPTED_MANIFEST_TYPES)
+            .await
+            .map_err(self.registry_error("manifest"))?;
+        if bytes.len() > MAX_METADATA_BYTES {
+            return Err(ImageError::Unsupported(format!("manifest of {reference} is larger than 8 MiB")));
+        }
+        let digest = manifest::sha256_digest(&bytes);
+        if let Some(want) = &reference.digest
+            && want != &digest
+        {
+            return Err(ImageError::DataLoss(format!(
+                "manifest of {reference} does not match its digest: registry sent content with digest {digest}"
+            )));
+        }
+        Ok((bytes, digest))
+    }
+
+    /// Downloads a small blob (config) whole, verifying size and digest.
+    async fn fetch_small_blob(&self, desc: &Descriptor) -> Result<Vec<u8>, ImageError> {
+        if desc.size < 0 || desc.size as usize > MAX_METADATA_BYTES {
+            return Err(ImageError::Unsupported(format!("config {} is larger than 8 MiB", desc.digest)));
+        }
+        let mut stream = self
+            .client
+            .pull_blob_stream(&self.reference.to_oci(), desc.digest.as_str())
+            .await
+            .map_err(self.registry_error("config"))?;
+        let mut out = Vec::with_capacity(desc.size as usize);
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => out.extend_from_slice(&chunk),
+                // oci-client's own digest check fails at the end; ours below gives the clearer error.
+                Err(_) if out.len() as i64 == desc.size => break,
+                Err(e) => return Err(ImageError::Unavailable(format!("reading config {}: {e}", desc.digest))),
+            }
+            if out.len() as i64 > desc.size {
+                break;
+            }
+        }
+        verify(&desc.digest, desc.size, &manifest::sha256_digest(&out), out.len() as i64, "config")?;
+        Ok(out)
+    }
+
+    /// Runs the pull to the end.
+    pub async fn run(self) -> Result<PullOutcome, ImageError> {
+        let (top_bytes, top_digest) = self.fetch_manifest(&self.reference).await?;
+        let host = manifest::host_platform();
+        let parsed =
+            manifest::parse(&top_bytes).map_err(|e| ImageError::Unsupported(format!("{}: {e}", self.reference)))?;
+        let (manifest_bytes, manifest_digest, index) = match parsed {
+            Fetched::Manifest(_) => (top_bytes.clone(), top_digest.clone(), None),
+            Fetched::Index(entries) => {
+                let chosen = manifest::select_platform(&entries, &host).ok_or_else(|| {
+                    let offered: Vec<String> =
+                        entries.iter().filter_map(|e| e.platform.as_ref()).map(|p| p.to_string()).collect();
+                    ImageError::NotFound(format!(
+                        "{} has no image for this host's platform {host} (it offers: {})",
+                        self.reference,
+                        offered.join(", ")
+                    ))
+                })?;
+                let (bytes, digest) = self.fetch_manifest(&self.reference.with_digest(&chosen.digest)).await?;
+                (bytes, digest, Some((top_bytes.clone(), top_digest.clone())))
+            }
+        };
+        let Fetched::Manifest(image_manifest) = manifest::parse(&manifest_bytes)
+            .map_err(|e| ImageError::Unsupported(format!("{}: {e}", self.reference)))?
+        else {
+            return Err(ImageError::Unsupported(format!("{}: an index points at another index", self.reference)));
+        };
+
+        let config_bytes = match self.store.read_blob(&image_manifest.config.digest)? {
+            Some(b) => b,
+            None => self.fetch_small_blob(&image_manifest.config).await?,
+        };
+        let config = manifest::parse_config(&config_bytes, image_manifest.layers.len())
+            .map_err(|e| ImageError::Unsupported(format!("{}: {e}", self.reference)))?;
+        let platform = Platform {
+            os: config.os.clone(),
+            architecture: config.architecture.clone(),
+            variant: config.variant.clone(),
+        };
+        if platform.os != host.os || platform.architecture != host.architecture {
+            return Err(ImageError::Unsupported(format!(
+                "{} is built for {platform}, this host runs {host}",
+                self.reference
+            )));
+        }
+        self.emit(PullEvent::Resolved {
+            reference: self.reference.to_string(),
+            manifest_digest: manifest_digest.clone(),
+            index_digest: index.as_ref().map(|(_, d)| d.clone()),
+            platform: platform.clone(),
+            layers: image_manifest.layers.clone(),
+        })
+        .await?;
+
+        let chain_ids = manifest::chain_ids(&config.rootfs.diff_ids);
+        let config_digest = image_manifest.config.digest.clone();
+        let _lease = self.store.lease(
+            chain_ids
+                .iter()
+                .cloned()
+                .chain(image_manifest.layers.iter().map(|l| l.digest.clone()))
+                .chain([config_digest.clone(), manifest_digest.clone()]),
+        );
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(cancelled.clone());
+        let plans: Vec<LayerPlan> = image_manifest
+            .layers
+            .iter()
+            .zip(config.rootfs.diff_ids.iter().zip(&chain_ids))
+            .enumerate()
+            .map(|(index, (desc, (diff_id, chain_id)))| LayerPlan {
+                index,
+                desc: desc.clone(),
+                diff_id: diff_id.clone(),
+                chain_id: chain_id.clone(),
+                progress: Arc::new(LayerProgress::default()),
+                cancelled: cancelled.clone(),
+            })
+            .collect();
+        let unpacked = self.pull_layers(&plans).await?;
+
+        // Every layer is in: record the image.
+        self.store.write_blob(&config_digest, &config_bytes)?;
+        self.store.write_blob(&manifest_digest, &manifest_bytes)?;
+        if let Some((bytes, digest)) = &index {
+            self.store.write_blob(digest, bytes)?;
+        }
+        let downloaded: i64 =
+            plans.iter().filter(|p| p.progress.phase() != Phase::AlreadyExists).map(|p| p.desc.size).sum();
+        let record = ImageRecord {
+            id: config_digest.clone(),
+            references: vec![],
+            manifest_digest: manifest_digest.clone(),
+            index_digest: index.map(|(_, d)| d),
+            platform,
+            layers: plans
+                .iter()
+                .zip(unpacked)
+                .map(|(p, unpacked_size)| LayerRecord {
+                    digest: p.desc.digest.clone(),
+                    size: p.desc.size,
+                    media_type: p.desc.media_type.clone(),
+                    diff_id: p.diff_id.clone(),
+                    chain_id: p.chain_id.clone(),
+                    unpacked_size,
+                })
+                .collect(),
+            created: config.created.clone(),
+            pulled_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+        };
+        self.store.add_image(record, &self.reference)?;
+        Ok(PullOutcome {
+            image_id: config_digest,
+            reference: self.reference.to_string(),
+            manifest_digest,
+            downloaded_bytes: downloaded,
+            up_to_date: downloaded == 0,
+        })
+    }
+
+    /// Brings every layer's snapshot into the store; returns each layer's unpacked size.
+    async fn pull_layers(&self, plans: &[LayerPlan]) -> Result<Vec<u64>, ImageError> {
+        let semaphore = Arc::new(Semaphore::new(PARALLEL_LAYERS));
+        let (phase_tx, mut phase_rx) = mpsc::unbounded_channel::<usize>();
+        let mut tasks = JoinSet::new();
+        for plan in plans {
+            let plan = plan.clone();
+            if self.store.has_snapshot(&plan.chain_id) {
+                let size = self.store.snapshot_size(&plan.chain_id);
+                plan.progress.set_phase(Phase::AlreadyExists, &phase_tx, plan.index);
+                tasks.spawn(async move { Ok::<_, ImageError>((plan.index, size)) });
+                continue;
+            }
+            plan.progress.set_phase(Phase::Waiting, &phase_tx, plan.index);
+            let job = LayerJob {
+                client: self.client.clone(),
+                reference: self.reference.clone(),
+                store: self.store.clone(),
+                semaphore: semaphore.clone(),
+                phase_tx: phase_tx.clone(),
+                plan,
+            };
+            tasks.spawn(job.run());
+        }
+        drop(phase_tx);
+
+        // Report progress while the layers come in; the first failure cancels the rest (JoinSet drop).
+        let mut sizes = vec![0u64; plans.len()];
+        let mut reporter = Reporter::new(plans);
+        let mut ticker = tokio::time::interval(TICK);
+        let mut remaining = plans.len();
+        while remaining > 0 {
+            tokio::select! {
+                Some(index) = phase_rx.recv() => reporter.phase_changed(self, index).await?,
+                _ = ticker.tick() => reporter.tick(self).await?,
+                Some(joined) = tasks.join_next() => {
+                    let (index, size) = joined.map_err(|e| ImageError::Internal(format!("layer task: {e}")))??;
+                    sizes[index] = size;
+                    remaining -= 1;
+                }
+            }
+        }
+        while let Ok(index) = phase_rx.try_recv() {
+            reporter.phase_changed(self, index).await?;
+        }
+        reporter.tick(self).await?;
+        Ok(sizes)
+    }
+}
+
+/// One layer to bring in.
+#[derive(Clone)]
+struct LayerPlan {
+    index: usize,
+    desc: Descriptor,
+    diff_id: String,
+    chain_id: String,
+    progress: Arc<LayerProgress>,
+    /// Set when the pull is abandoned (failed or dropped): the layer must not be committed any more.
+    cancelled: Arc<AtomicBool>,
+}
+
+/// Sets the flag when dropped: a pull future that fails or is dropped (client gone) stops its blocking
+/// layer threads from committing what nothing will record.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Live progress of one layer, shared between its task and the reporter.
+#[derive(Default)]
+struct LayerProgress {
+    phase: std::sync::Mutex<Option<Phase>>,
+    bytes: AtomicI64,
+}
+
+impl LayerProgress {
+    fn phase(&self) -> Phase {
+        self.phase.lock().unwrap().unwrap_or(Phase::Waiting)
+    }
+
+    fn set_phase(&self, phase: Phase, notify: &mpsc::UnboundedSender<usize>, index: usize) {
+        *self.phase.lock().unwrap() = Some(phase);
+        let _ = notify.send(index);
+    }
+}
+
+/// Turns layer progress into rate-limited events; the single place events are sent from, so they stay in
+/// order.
+struct Reporter {
+    layers: Vec<(String, i64, Arc<LayerProgress>)>,
+    last: Vec<Option<(Phase, i64)>>,
+    last_summary: Option<(i64, usize)>,
+}
+
+impl Reporter {
+    fn new(plans: &[LayerPlan]) -> Self {
+        Reporter {
+            layers: plans.iter().map(|p| (p.desc.digest.clone(), p.desc.size, p.progress.clone())).collect(),
+            last: vec![None; plans.len()],
+            last_summary: None,
+        }
+    }
+
+    async fn send_layer(&mut self, pull: &Pull, index: usize) -> Result<(), ImageError> {
+        let (digest, total, progress) = &self.layers[index];
+        let phase = progress.phase();
+        let current = match phase {
+            Phase::Done | Phase::AlreadyExists => *total,
+            _ => progress.bytes.load(Ordering::Relaxed),
+        };
+        if self.last[index] == Some((phase, current)) {
+            return Ok(());
+        }
+        self.last[index] = Some((phase, current));
+        pull.emit(PullEvent::Layer { digest: digest.clone(), phase, current, total: *total }).await
+    }
+
+    async fn phase_changed(&mut self, pull: &Pull, index: usize) -> Result<(), ImageError> {
+        self.send_layer(pull, index).await
+    }
+
+    async fn tick(&mut self, pull: &Pull) -> Result<(), ImageError> {
+        for index in 0..self.layers.len() {
+            if self.layers[index].2.phase() == Phase::Downloading {
+                self.send_layer(pull, index).await?;
+            }
+        }
+        let total: i64 = self.layers.iter().map(|l| l.1).sum();
+        let mut current = 0;
+        let mut done = 0;
+        for (_, size, progress) in &self.layers {
+            match progress.phase() {
+                Phase::Done | Phase::AlreadyExists => {
+                    current += size;
+                    done += 1;
+                }
+                _ => current += progress.bytes.load(Ordering::Relaxed),
+            }
+        }
+        if self.last_summary == Some((current, done)) {
+            return Ok(());
+        }
+        self.last_summary = Some((current, done));
+        pull.emit(PullEvent::Summary { current, total, layers_done: done, layers_total: self.layers.len() }).await
+    }
+}
+
+/// Everything one layer's task needs.
+struct LayerJob {
+    client: Client,
+    reference: Reference,
+    store: Arc<ImageStore>,
+    semaphore: Arc<Semaphore>,
+    phase_tx: mpsc::UnboundedSender<usize>,
+    plan: LayerPlan,
+}
+
+impl LayerJob {
+    async fn run(self) -> Result<(usize, u64), ImageError> {
+        let _permit = self.semaphore.acquire().await.map_err(|_| ImageError::Cancelled)?;
+        let plan = &self.plan;
+        let digest = plan.desc.digest.clone();
+        let what = format!("layer {digest} of {}", self.reference);
+        plan.progress.set_phase(Phase::Downloading, &self.phase_tx, plan.index);
+        let mut stream = self
+            .client
+            .pull_blob_stream(&self.reference.to_oci(), digest.as_str())
+            .await
+            .map_err(|e| ImageError::from_registry(e, &self.reference.registry, &what))?;
+
+        let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(32);
+        let tmp = self.store.tmp_dir()?;
+        let unpacker = {
+            let (store, plan, phase_tx) = (self.store.clone(), plan.clone(), self.phase_tx.clone());
+            tokio::task::spawn_blocking(move || unpack_and_commit(chunks_rx, tmp, &store, &plan, &phase_tx))
+        };
+        let mut received: i64 = 0;
+        let mut transfer_error = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    received += chunk.len() as i64;
+                    plan.progress.bytes.store(received.min(plan.desc.size), Ordering::Relaxed);
+                    if received > plan.desc.size || chunks_tx.send(chunk).await.is_err() {
+                        // Too much data, or the unpacker stopped with an error it will report.
+                        break;
+                    }
+                }
+                // oci-client checks the digest too and fails at the end; the unpacker's own check, with
+                // the byte count, gives the precise error.
+                Err(_) if received == plan.desc.size => break,
+                Err(e) => {
+                    transfer_error = Some(ImageError::Unavailable(format!(
+                        "download of {what} from {} broke off: {e}",
+                        self.reference.registry
+                    )));
+                    break;
+                }
+            }
+        }
+        drop(chunks_tx);
+        let result = unpacker.await.map_err(|e| ImageError::Internal(format!("unpacker: {e}")))?;
+        if let Some(e) = transfer_error {
+            return Err(e);
+        }
+        let size = result?;
+        plan.progress.set_phase(Phase::Done, &self.phase_tx, plan.index);
+        Ok((plan.index, size))
+    }
+}
+
+/// The blocking half of a layer: write the blob, hash it, decompress and unpack it into a private directory,
+/// verify digest, size and diff id, then move blob and snapshot into the store.
+fn unpack_and_commit(
+    chunks: mpsc::Receiver<Bytes>,
+    tmp: tempfile::TempDir,
+    store: &ImageStore,
+    plan: &LayerPlan,
+    phase_tx: &mpsc::UnboundedSender<usize>,
+) -> Result<u64, ImageError> {
+    let desc = &plan.desc;
+    let blob_path = tmp.path().join("blob");
+    let fs_path = tmp.path().join("fs");
+    std::fs::create_dir(&fs_path)?;
+    let mut tee = Tee {
+        chunks: ChunkReader { rx: chunks, current: Bytes::new() },
+        file: io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&blob_path)?),
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let unpacked = {
+        let mut input = BufReader::with_capacity(256 << 10, &mut tee);
+        let decompressed = decompressor(&mut input)?;
+        let mut diff = HashingReader { inner: decompressed, hasher: Sha256::new() };
+        let stats = unpack::unpack_layer(&mut diff, &fs_path, &unpack::Limits::default())
+            .map_err(|e| ImageError::Unsupported(format!("layer {} cannot be unpacked: {e}", desc.digest)))?;
+        for note in &stats.skipped {
+            tracing::warn!(layer = %desc.digest, "{note}");
+        }
+        plan.progress.set_phase(Phase::Verifying, phase_tx, plan.index);
+        let diff_id = format!("sha256:{}", hex::encode(diff.hasher.finalize()));
+        (stats.bytes, diff_id)
+    };
+    let (unpacked_bytes, diff_id) = unpacked;
+    let (digest, size) = tee.finish()?;
+    verify(&desc.digest, desc.size, &digest, size, "layer")?;
+    if diff_id != plan.diff_id {
+        return Err(ImageError::DataLoss(format!(
+            "layer {} unpacks to content with diff id {diff_id}, but the image config says {}",
+            desc.digest, plan.diff_id
+        )));
+    }
+    plan.progress.set_phase(Phase::Extracting, phase_tx, plan.index);
+    if !store.commit_layer(&blob_path, &desc.digest, &fs_path, &plan.chain_id, &plan.cancelled)? {
+        return Err(ImageError::Cancelled);
+    }
+    Ok(unpacked_bytes)
+}
+
+/// Checks what arrived against its descriptor.
+fn verify(want_digest: &str, want_size: i64, digest: &str, size: i64, what: &str) -> Result<(), ImageError> {
+    if size != want_size {
+        return Err(ImageError::DataLoss(format!(
+            "{what} {want_digest}: registry sent {size} bytes, the manifest says {want_size}"
+        )));
+    }
+    if digest != want_digest {
+        return Err(ImageError::DataLoss(format!(
+            "{what} {want_digest} does not match its digest: the content received hashes to {digest}; \
+             nothing was stored"
+        )));
+    }
+    Ok(())
+}
+
+/// Picks the decompressor by the stream's magic bytes (media types lie more often than bytes do).
+fn decompressor<'a, R: BufRead + 'a>(input: &'a mut R) -> io::Result<Box<dyn Read + 'a>> {
+    let head = input.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Box::new(zstd::stream::read::Decoder::with_buffer(input)?))
+    } else {
+        Ok(Box::new(input))
+    }
+}
+
+/// Reads the chunks the network task sends.
+struct ChunkReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Passes the compressed bytes through while writing them to the blob file and hashing them.
+struct Tee {
+    chunks: ChunkReader,
+    file: io::BufWriter<std::fs::File>,
+    hasher: Sha256,
+    count: i64,
+}
+
+impl Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.chunks.read(buf)?;
+        self.file.write_all(&buf[..n])?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as i64;
+        Ok(n)
+    }
+}
+
+impl Tee {
+    /// Drains what is left (bytes after the compressed stream's end still belong to the blob and its
+    /// digest), flushes the file; returns the digest and size of everything that came.
+    fn finish(mut self) -> io::Result<(String, i64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        self.file.flush()?;
+        Ok((format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count))
+    }
+}
+
+/// Hashes what passes through (the uncompressed tar, for the diff id).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_listed_registries_use_plain_http() {
+        let opts = RegistryOptions { insecure: vec!["reg.internal:5000".into(), "other.lan".into()] };
+        let plain = |s: &str| opts.plain_http(&Reference::parse(s).unwrap());
+        assert!(plain("127.0.0.1:5000/a"));
+        assert!(plain("localhost:5000/a"));
+        assert!(plain("[::1]:5000/a"));
+        assert!(plain("reg.internal:5000/a"));
+        assert!(plain("other.lan/a"));
+        assert!(!plain("reg.internal:6000/a"));
+        assert!(!plain("alpine"));
+        assert!(!plain("10.0.0.1:5000/a"));
+    }
+
+    #[test]
+    fn decompressor_is_chosen_by_magic_bytes() {
+        let tar = b"plain tar bytes".to_vec();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        for input in [tar.clone(), gz, zst] {
+            let mut r = BufReader::new(&input[..]);
+            let mut out = Vec::new();
+            decompressor(&mut r).unwrap().read_to_end(&mut out).unwrap();
+            assert_eq!(out, tar);
+        }
+    }
+
+    #[test]
+    fn verify_names_size_and_digest_mismatches() {
+        let e = verify("sha256:a", 3, "sha256:a", 4, "layer").unwrap_err();
+        assert!(matches!(e, ImageError::DataLoss(ref m) if m.contains("4 bytes")));
+        let e = verify("sha256:a", 3, "sha256:b", 3, "layer").unwrap_err();
+        assert!(matches!(e, ImageError::DataLoss(ref m) if m.contains("does not match")));
+        assert!(verify("sha256:a", 3, "sha256:a", 3, "layer").is_ok());
+    }
+}
