@@ -1,1 +1,131 @@
-fn main() {}
+//! cm-server: the cm daemon. Runs as root, keeps its state under --root, serves cm.v1.ContainerService,
+//! gRPC health and reflection on every --listen address.
+
+mod api;
+mod image;
+mod listen;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use cm_api::Address;
+use cm_api::v1::container_service_server::ContainerServiceServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+
+/// The cm container manager daemon.
+#[derive(Parser, Debug)]
+#[command(name = "cm-server", version, about)]
+struct Args {
+    /// Address to serve on: unix:/path, unix:///path or tcp://127.0.0.1:PORT (repeatable).
+    #[arg(long = "listen", value_name = "ADDR", default_value = cm_api::DEFAULT_ADDRESS)]
+    listen: Vec<Address>,
+    /// Group allowed to use the unix sockets (they are root:GROUP, mode 0660).
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// Directory for all persistent state (images, containers).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/cm")]
+    root: PathBuf,
+    /// Registry (HOST or HOST:PORT) to reach over plain HTTP (repeatable). Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as cm_server=debug.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|e| {
+        eprintln!("cm-server: bad --log-level {:?}: {e}", args.log_level);
+        std::process::exit(2)
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = serve(args).await {
+        eprintln!("cm-server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let images_root = args.root.join("images");
+    let images = tokio::task::spawn_blocking(move || image::ImageStore::open(&images_root))
+        .await?
+        .with_context(|| format!("cannot open the image store under {}", args.root.display()))?;
+    let api =
+        api::ContainerApi::new(Arc::new(images), image::RegistryOptions { insecure: args.insecure_registry.clone() });
+    let api = ContainerServiceServer::new(api);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ContainerServiceServer<api::ContainerApi>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cm_api::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cm_api::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    let mut sockets = Vec::new();
+    for address in &args.listen {
+        let listener = listen::bind(address, args.group.as_deref()).await?;
+        let router = router.clone();
+        let mut stop = shutdown_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match listener {
+            listen::Listener::Unix(l, path) => {
+                sockets.push(path);
+                servers.spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown));
+            }
+            listen::Listener::Tcp(l) => {
+                servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown));
+            }
+        }
+        tracing::info!(%address, "listening");
+    }
+    tracing::info!(root = %args.root.display(), "cm-server ready");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        Some(result) = servers.join_next() => {
+            result?.context("server stopped")?;
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    // Streams in flight (a pull) get a moment to end; then we go.
+    let drain = async {
+        while let Some(result) = servers.join_next().await {
+            if let Ok(Err(e)) = result {
+                tracing::warn!(error = %e, "server error during shutdown");
+            }
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), drain).await.is_err() {
+        tracing::warn!("streams still open after 5 s; exiting anyway");
+    }
+    for path in sockets {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
