@@ -1,0 +1,202 @@
+//! A real cm-server for a test: its own state root and socket, driven through cm-client, grpcurl and the
+//! generated gRPC client. Killed and its state removed on drop.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Path of a binary built from this workspace (cm-server, cm-client), beside the test executable's
+/// directory (target/<profile>/).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --release --workspace --bins, or scripts/test)",
+        path.display()
+    );
+    path
+}
+
+/// Makes a child die with the test process (no registry or server outlives a crashed test run).
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from))
+    }
+}
+
+/// A running cm-server.
+pub struct CmServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl CmServer {
+    /// Starts a server with a fresh state root.
+    pub fn start() -> Result<CmServer> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra command line arguments.
+    pub fn start_with(extra_args: &[&str]) -> Result<CmServer> {
+        let dir = tempfile::Builder::new().prefix("cm-e2e-").tempdir_in("/tmp")?;
+        let mut server = CmServer { child: None, dir, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let mut cmd = Command::new(bin("cm-server"));
+        cmd.arg("--listen")
+            .arg(self.host())
+            .arg("--root")
+            .arg(self.root())
+            .arg("--log-level")
+            .arg("debug")
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = die_with_parent(&mut cmd).spawn().context("spawning cm-server")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+                bail!("cm-server exited with {status} before listening:\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                bail!("cm-server did not listen within 20 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// The server's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("cm.sock")
+    }
+
+    /// The --host / --listen address.
+    pub fn host(&self) -> String {
+        format!("unix:{}", self.socket().display())
+    }
+
+    /// The state root (--root).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("server not running")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+        Ok(child.wait()?)
+    }
+
+    /// Starts the server again on the same root and socket.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// A cm-client command aimed at this server.
+    pub fn client_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("cm-client"));
+        cmd.arg("--host").arg(self.host()).args(args).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs cm-client with `args`.
+    pub fn client(&self, args: &[&str]) -> Output {
+        self.client_command(args).output().expect("running cm-client")
+    }
+
+    /// Runs cm-client and returns its stdout, failing with both streams if it exits non-zero.
+    pub fn client_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.client(args);
+        check(&out, &format!("cm-client {}", args.join(" ")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs grpcurl against this server (plaintext over the unix socket).
+    pub fn grpcurl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("grpcurl");
+        cmd.arg("-plaintext").arg("-unix");
+        // grpcurl wants: [flags] address [list|describe|method]; flags (-d) must come before the address.
+        let (flags, rest): (Vec<&str>, Vec<&str>) = split_flags(args);
+        cmd.args(flags).arg(self.socket()).args(rest).stdin(Stdio::null());
+        cmd.output().expect("running grpcurl (scripts/install-deps installs it)")
+    }
+
+    /// A connected gRPC client (the generated stubs), for streaming tests.
+    pub async fn grpc(
+        &self,
+    ) -> Result<cm_api::v1::container_service_client::ContainerServiceClient<tonic::transport::Channel>> {
+        let path = self.socket();
+        let channel = tonic::transport::Endpoint::from_static("http://cm.sock")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+            }))
+            .await?;
+        Ok(cm_api::v1::container_service_client::ContainerServiceClient::new(channel))
+    }
+}
+
+fn split_flags<'a>(args: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut flags = Vec::new();
+    let mut i = 0;
+    while i < args.len() && args[i].starts_with('-') {
+        flags.push(args[i]);
+        if matches!(args[i], "-d" | "-H" | "-max-time" | "-format") && i + 1 < args.len() {
+            flags.push(args[i + 1]);
+            i += 1;
+        }
+        i += 1;
+    }
+    (flags, args[i..].to_vec())
+}
+
+/// Fails with the command's output when it did not exit 0.
+pub fn check(out: &Output, what: &str) -> Result<()> {
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl Drop for CmServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
