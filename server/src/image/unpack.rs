@@ -51,6 +51,12 @@ pub struct Stats {
 /// Why a layer could not be unpacked. Entry names are shown as stored in the archive.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
+    #[error("cannot open unpack destination {path:?}: {source}")]
+    Dest {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("layer has more than {limit} entries")]
     TooManyEntries { limit: u64 },
     #[error("layer entry name {path:?} is longer than the limit of {limit} bytes")]
@@ -59,7 +65,9 @@ pub enum UnpackError {
     LinkTargetTooLong { path: String, limit: usize },
     #[error("regular files in the layer exceed the limit of {limit} bytes (at entry {path:?})")]
     TooLarge { limit: u64, path: String },
-    #[error("layer is not a valid tar stream: {0}")]
+    /// A malformed or truncated archive, or a read error from the reader underneath (which may
+    /// itself be a decompressor or a download).
+    #[error("cannot read the layer as a tar stream: {0}")]
     Tar(#[source] io::Error),
     #[error("layer entry {path:?} is a hardlink to {target:?}, which cannot be linked: {source}")]
     Hardlink {
@@ -83,7 +91,7 @@ pub enum UnpackError {
 /// underneath sees every byte of the blob. On error `dest` holds a partial layer; throw it away.
 pub fn unpack_layer<R: Read>(tar: R, dest: &Path, limits: &Limits) -> Result<Stats, UnpackError> {
     let root = rfs::open(dest, DIR_PATH | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| UnpackError::Io { path: dest.display().to_string(), source: e.into() })?;
+        .map_err(|e| UnpackError::Dest { path: dest.to_owned(), source: e.into() })?;
     let mut unpacker = Unpacker::new(root, limits);
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
@@ -564,10 +572,12 @@ impl Meta {
     /// Reads owner, mode and mtime from the header and the xattrs from the entry's PAX records.
     fn read<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Self, UnpackError> {
         let header = entry.header();
-        let uid = Uid::from_raw(id_field(header.uid(), "uid", shown)?);
-        let gid = Gid::from_raw(id_field(header.gid(), "gid", shown)?);
-        let mode = Mode::from_raw_mode(header.mode().map_err(UnpackError::Tar)? & 0o7777);
-        let mtime = header.mtime().map_err(UnpackError::Tar)?;
+        let old = header.as_old();
+        let uid = Uid::from_raw(id_field(numeric(&old.uid, || header.uid())?, "uid", shown)?);
+        let gid = Gid::from_raw(id_field(numeric(&old.gid, || header.gid())?, "gid", shown)?);
+        let mode = numeric(&old.mode, || header.mode().map(u64::from))? & 0o7777;
+        let mode = Mode::from_raw_mode(mode as u32); // At most 0o7777.
+        let mtime = numeric(&old.mtime, || header.mtime())?;
         let mtime = Timespec { tv_sec: i64::try_from(mtime).unwrap_or(i64::MAX), tv_nsec: 0 };
         let mut meta =
             Meta { uid, gid, mode, mtime, xattrs: Vec::new(), refused_xattrs: Vec::new(), pax_sparse: false };
@@ -665,9 +675,14 @@ fn xattr_allowed(name: &[u8]) -> bool {
     (name.starts_with(b"user.") && name.len() > b"user.".len()) || name == b"security.capability"
 }
 
-/// A uid or gid from the header; -1 and anything wider than 32 bits are rejected.
-fn id_field(value: io::Result<u64>, what: &str, shown: &str) -> Result<u32, UnpackError> {
-    let value = value.map_err(UnpackError::Tar)?;
+/// A numeric header field parsed by the tar crate, except that a blank one (all NUL or spaces)
+/// reads as 0, as in Go's archive/tar and so in containerd and Docker.
+fn numeric(field: &[u8], parse: impl FnOnce() -> io::Result<u64>) -> Result<u64, UnpackError> {
+    if field.iter().all(|&b| b == 0 || b == b' ') { Ok(0) } else { parse().map_err(UnpackError::Tar) }
+}
+
+/// A uid or gid; -1 and anything wider than 32 bits are rejected.
+fn id_field(value: u64, what: &str, shown: &str) -> Result<u32, UnpackError> {
     u32::try_from(value).ok().filter(|&id| id != u32::MAX).ok_or_else(|| {
         UnpackError::Tar(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -1454,6 +1469,35 @@ mod tests {
         layer.file("big", &[7; 2000]);
         let truncated = &layer.finish()[..1024];
         let err = unpack_layer(truncated, &fx.root, &Limits::default()).unwrap_err();
+        assert!(matches!(err, UnpackError::Tar(_)), "{err}");
+    }
+
+    #[test]
+    fn missing_destination_is_a_dest_error() {
+        let fx = Fixture::new();
+        let missing = fx.tmp.path().join("missing");
+        let err = unpack_layer(Layer::default().finish().as_slice(), &missing, &Limits::default()).unwrap_err();
+        assert!(matches!(&err, UnpackError::Dest { path, .. } if *path == missing), "{err}");
+    }
+
+    #[test]
+    fn blank_numeric_fields_read_as_zero_and_garbage_ones_are_tar_errors() {
+        let fx = Fixture::new();
+        let blank = |h: &mut tar::Header| {
+            let old = h.as_old_mut();
+            old.uid = [0; 8];
+            old.gid = [b' '; 8];
+            old.mtime = [0; 12];
+        };
+        let mut layer = Layer::default();
+        layer.raw_with(Raw { uid: 5, data: b"x", ..Raw::new("f", EntryType::Regular) }, blank);
+        fx.unpack(&layer).unwrap();
+        let meta = lmeta(fx.path("f"));
+        assert_eq!((meta.uid(), meta.gid(), meta.mtime()), (0, 0, 0));
+
+        let mut layer = Layer::default();
+        layer.raw_with(Raw::new("g", EntryType::Regular), |h| h.as_old_mut().uid = *b"12x4567\0");
+        let err = fx.unpack(&layer).unwrap_err();
         assert!(matches!(err, UnpackError::Tar(_)), "{err}");
     }
 
