@@ -162,6 +162,27 @@ pub struct ImageConfig {
     #[serde(default)]
     pub created: Option<String>,
     pub rootfs: RootFs,
+    /// Defaults for containers run from the image.
+    #[serde(default)]
+    pub config: Option<RunConfig>,
+}
+
+/// The `config` object of an image config: how to run it.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct RunConfig {
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -1,0 +1,99 @@
+//! The bundle: everything the monitor and the container init need, written by the server as
+//! `bundle.json` in the container's directory before the monitor starts.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Files in a container's directory.
+pub const BUNDLE_FILE: &str = "bundle.json";
+pub const SOCKET_FILE: &str = "monitor.sock";
+pub const MONITOR_FILE: &str = "monitor.json";
+pub const EXIT_FILE: &str = "exit.json";
+pub const LOG_FILE: &str = "container.log";
+pub const MONITOR_LOG_FILE: &str = "monitor.log";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bundle {
+    /// Container id.
+    pub id: String,
+    pub rootfs: Rootfs,
+    pub process: Process,
+    pub hostname: String,
+    /// Share the host's network namespace instead of a new one.
+    pub host_network: bool,
+    /// cgroup.procs files the init is written into before it runs.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The cgroup layout, to mount the container's cgroup read-only inside.
+    pub cgroup_v2: bool,
+    /// Files bind-mounted over /etc/hosts, /etc/hostname, /etc/resolv.conf.
+    pub etc_files: Vec<(PathBuf, String)>,
+    /// Extra mounts.
+    pub mounts: Vec<MountSpec>,
+}
+
+/// Overlay root filesystem: image layer snapshots (top first), the container's upper and work dirs, and the
+/// mount point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rootfs {
+    /// Directory that holds the snapshots; lowerdirs are given relative to it to keep the mount options
+    /// short.
+    pub snapshots_dir: PathBuf,
+    /// Snapshot directory names, top layer first.
+    pub lower: Vec<String>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Process {
+    /// Entrypoint + command.
+    pub args: Vec<String>,
+    /// KEY=VALUE.
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    pub cwd: String,
+    /// `user[:group]`, resolved inside the container; empty is root.
+    pub user: String,
+    pub tty: bool,
+    /// Keep a stdin pipe the server can write to (otherwise stdin is /dev/null).
+    pub stdin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// "bind" or "tmpfs".
+    pub kind: String,
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl Bundle {
+    pub fn load(dir: &Path) -> std::io::Result<Bundle> {
+        crate::store::read_json(&dir.join(BUNDLE_FILE))?.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no {BUNDLE_FILE} in {}", dir.display()))
+        })
+    }
+}
+
+/// What the monitor records about its processes, for a restarted server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorInfo {
+    pub monitor_pid: i32,
+    pub init_pid: i32,
+}
+
+/// How the container's main process ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code, or 128 + signal number.
+    pub code: i32,
+    /// Signal number that killed it, 0 if none.
+    pub signal: i32,
+    /// Why the process could not start (executable not found ...), empty otherwise.
+    pub error: String,
+    /// Unix time in nanoseconds.
+    pub finished_unix_nanos: i64,
+}

@@ -1,0 +1,20 @@
+//! Running containers. cm-server never forks container code from its multi-threaded process: it starts
+//! `cm-monitor`, a small single-threaded program that owns one container. The monitor clones the
+//! container's init into new namespaces, holds its stdio (pipes or a pty), writes its log, reaps its exit
+//! status and outlives cm-server. The server talks to it over a unix socket in the container's directory.
+//!
+//! - [`bundle`]: what the server hands the monitor (rootfs layers, process, limits' cgroup files ...)
+//! - [`protocol`]: the frames on the monitor's socket
+//! - [`monitor`]: the monitor's event loop
+//! - [`init`]: the container side: rootfs, mounts, pivot_root, hostname, user, exec
+//! - [`user`]: `user[:group]` resolved from the image's /etc/passwd and /etc/group, as data
+//! - [`logfile`]: the per-container output log
+//! - [`client`]: the server's side of the socket
+
+pub mod bundle;
+pub mod client;
+pub mod init;
+pub mod logfile;
+pub mod monitor;
+pub mod protocol;
+pub mod user;

@@ -1,0 +1,186 @@
+//! Frames on the monitor's unix socket: `[type: u8][length: u32 big-endian][payload]`.
+//!
+//! A connection that sends `Attach` receives the container's output from then on; every connection
+//! receives `Started` when the process starts and one `Exit`, after all output was sent.
+
+use super::bundle::ExitInfo;
+
+/// Largest payload accepted.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Server to monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToMonitor {
+    /// Send me the output from now on.
+    Attach,
+    /// Start the process (ignored if it was started), with an initial tty size (0 = leave).
+    Start {
+        rows: u16,
+        cols: u16,
+    },
+    Stdin(Vec<u8>),
+    CloseStdin,
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
+    Signal(i32),
+}
+
+/// Monitor to server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromMonitor {
+    Started { pid: i32 },
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(ExitInfo),
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + payload.len());
+    out.push(kind);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn size_payload(rows: u16, cols: u16) -> [u8; 4] {
+    let (r, c) = (rows.to_be_bytes(), cols.to_be_bytes());
+    [r[0], r[1], c[0], c[1]]
+}
+
+fn size_of(p: &[u8]) -> Result<(u16, u16), String> {
+    if p.len() != 4 {
+        return Err("tty size frame must have 4 bytes".into());
+    }
+    Ok((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
+}
+
+impl ToMonitor {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ToMonitor::Attach => frame(1, &[]),
+            ToMonitor::Start { rows, cols } => frame(2, &size_payload(*rows, *cols)),
+            ToMonitor::Stdin(data) => frame(3, data),
+            ToMonitor::CloseStdin => frame(4, &[]),
+            ToMonitor::Resize { rows, cols } => frame(5, &size_payload(*rows, *cols)),
+            ToMonitor::Signal(sig) => frame(6, &sig.to_be_bytes()),
+        }
+    }
+
+    fn decode(kind: u8, p: Vec<u8>) -> Result<Self, String> {
+        Ok(match kind {
+            1 => ToMonitor::Attach,
+            2 => {
+                let (rows, cols) = size_of(&p)?;
+                ToMonitor::Start { rows, cols }
+            }
+            3 => ToMonitor::Stdin(p),
+            4 => ToMonitor::CloseStdin,
+            5 => {
+                let (rows, cols) = size_of(&p)?;
+                ToMonitor::Resize { rows, cols }
+            }
+            6 => ToMonitor::Signal(i32::from_be_bytes(p.try_into().map_err(|_| "signal frame must have 4 bytes")?)),
+            k => return Err(format!("unknown frame type {k}")),
+        })
+    }
+}
+
+impl FromMonitor {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            FromMonitor::Started { pid } => frame(10, &pid.to_be_bytes()),
+            FromMonitor::Stdout(d) => frame(11, d),
+            FromMonitor::Stderr(d) => frame(12, d),
+            FromMonitor::Exit(info) => frame(13, &serde_json::to_vec(info).unwrap_or_default()),
+        }
+    }
+
+    fn decode(kind: u8, p: Vec<u8>) -> Result<Self, String> {
+        Ok(match kind {
+            10 => FromMonitor::Started { pid: i32::from_be_bytes(p.try_into().map_err(|_| "bad started frame")?) },
+            11 => FromMonitor::Stdout(p),
+            12 => FromMonitor::Stderr(p),
+            13 => FromMonitor::Exit(serde_json::from_slice(&p).map_err(|e| format!("bad exit frame: {e}"))?),
+            k => return Err(format!("unknown frame type {k}")),
+        })
+    }
+}
+
+/// Reassembles frames from bytes as they arrive.
+#[derive(Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn next_raw(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(format!("frame of {len} bytes is larger than {MAX_FRAME}"));
+        }
+        if self.buf.len() < 5 + len {
+            return Ok(None);
+        }
+        let kind = self.buf[0];
+        let payload = self.buf[5..5 + len].to_vec();
+        self.buf.drain(..5 + len);
+        Ok(Some((kind, payload)))
+    }
+
+    pub fn next_to_monitor(&mut self) -> Result<Option<ToMonitor>, String> {
+        self.next_raw()?.map(|(k, p)| ToMonitor::decode(k, p)).transpose()
+    }
+
+    pub fn next_from_monitor(&mut self) -> Result<Option<FromMonitor>, String> {
+        self.next_raw()?.map(|(k, p)| FromMonitor::decode(k, p)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_even_when_split_across_reads() {
+        let msgs = vec![
+            ToMonitor::Attach,
+            ToMonitor::Start { rows: 24, cols: 80 },
+            ToMonitor::Stdin(b"hello".to_vec()),
+            ToMonitor::CloseStdin,
+            ToMonitor::Resize { rows: 50, cols: 132 },
+            ToMonitor::Signal(15),
+        ];
+        let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.encode()).collect();
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        for b in bytes.chunks(3) {
+            d.push(b);
+            while let Some(m) = d.next_to_monitor().unwrap() {
+                out.push(m);
+            }
+        }
+        assert_eq!(out, msgs);
+        let exit = FromMonitor::Exit(ExitInfo { code: 137, signal: 9, ..Default::default() });
+        d.push(&exit.encode());
+        assert_eq!(d.next_from_monitor().unwrap(), Some(exit));
+    }
+
+    #[test]
+    fn oversized_and_unknown_frames_are_errors() {
+        let mut d = Decoder::default();
+        d.push(&[3, 0xff, 0xff, 0xff, 0xff]);
+        assert!(d.next_to_monitor().is_err());
+        let mut d = Decoder::default();
+        d.push(&[99, 0, 0, 0, 0]);
+        assert!(d.next_to_monitor().is_err());
+    }
+}
