@@ -1,11 +1,6 @@
 //! cm-server: the cm daemon. Runs as root, keeps its state under --root, serves cm.v1.ContainerService,
 //! gRPC health and reflection on every --listen address.
 
-mod api;
-mod image;
-mod listen;
-mod store;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use cm_api::Address;
 use cm_api::v1::container_service_server::ContainerServiceServer;
+use cm_server::{api, cgroups, containers, image, listen};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
@@ -33,6 +29,18 @@ struct Args {
     /// Registry (HOST or HOST:PORT) to reach over plain HTTP (repeatable). Loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+    /// Memory limit for containers that set none, e.g. 256m (docker syntax).
+    #[arg(long, value_name = "SIZE", value_parser = cgroups::parse_memory)]
+    default_memory: Option<u64>,
+    /// CPU limit for containers that set none, e.g. 0.5.
+    #[arg(long, value_name = "CPUS", value_parser = cgroups::parse_cpus)]
+    default_cpus: Option<u64>,
+    /// Process limit for containers that set none.
+    #[arg(long, value_name = "N")]
+    default_pids_limit: Option<u64>,
+    /// Name of cm's cgroup directory (in every hierarchy).
+    #[arg(long, value_name = "NAME", default_value = "cm")]
+    cgroup_parent: String,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as cm_server=debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -61,8 +69,24 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let images = tokio::task::spawn_blocking(move || image::ImageStore::open(&images_root))
         .await?
         .with_context(|| format!("cannot open the image store under {}", args.root.display()))?;
+    let images = Arc::new(images);
+    let default_limits = cgroups::Limits {
+        memory_bytes: args.default_memory,
+        cpu_millis: args.default_cpus,
+        pids: args.default_pids_limit,
+    };
+    default_limits.validate().map_err(|e| anyhow::anyhow!("bad default limits: {e}"))?;
+    let options = containers::RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone() };
+    let containers = containers::Containers::open(&args.root, images.clone(), options)
+        .await
+        .with_context(|| format!("cannot load the containers under {}", args.root.display()))?;
+    // Containers hold their images' snapshots now; collect what a killed pull left behind.
+    let reclaimed = images.gc()?;
+    if reclaimed > 0 {
+        tracing::info!(reclaimed, "removed content left by an interrupted pull");
+    }
     let api =
-        api::ContainerApi::new(Arc::new(images), image::RegistryOptions { insecure: args.insecure_registry.clone() });
+        api::ContainerApi::new(images, image::RegistryOptions { insecure: args.insecure_registry.clone() }, containers);
     let api = ContainerServiceServer::new(api);
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -1,7 +1,9 @@
 //! The tonic service: validate requests, call the domain, map results and errors to the cm.v1 contract.
 //! Thin by design: no Linux work happens here.
 
+mod containers;
 mod images;
+mod logs;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,17 +13,19 @@ use cm_api::v1::container_service_server::ContainerService;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::containers::{Containers, DEFAULT_STOP_TIMEOUT};
 use crate::image::{ImageError, ImageStore, RegistryOptions};
 
 /// Server-side state shared by every call.
 pub struct ContainerApi {
     images: Arc<ImageStore>,
     registry: RegistryOptions,
+    containers: Arc<Containers>,
 }
 
 impl ContainerApi {
-    pub fn new(images: Arc<ImageStore>, registry: RegistryOptions) -> Self {
-        ContainerApi { images, registry }
+    pub fn new(images: Arc<ImageStore>, registry: RegistryOptions, containers: Arc<Containers>) -> Self {
+        ContainerApi { images, registry, containers }
     }
 }
 
@@ -35,10 +39,7 @@ impl From<ImageError> for Status {
 
 /// The answer of an RPC whose issue has not landed yet.
 fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not implemented by this cm-server yet: this version pulls and manages images only \
-         (containers come with the run issue)"
-    ))
+    Status::unimplemented(format!("{rpc} is not implemented by this cm-server yet"))
 }
 
 #[tonic::async_trait]
@@ -76,55 +77,113 @@ impl ContainerService for ContainerApi {
         &self,
         request: Request<pb::RemoveImageRequest>,
     ) -> Result<Response<pb::RemoveImageResponse>, Status> {
-        images::remove(self.images.clone(), request.into_inner()).await.map(Response::new)
+        let request = request.into_inner();
+        if !request.force
+            && let Ok(image) = self.images.resolve(request.image.trim())
+            && self.containers.uses_image(&image.id)
+        {
+            return Err(Status::failed_precondition(format!(
+                "image {} is used by a container: remove the container first, or force",
+                request.image
+            )));
+        }
+        images::remove(self.images.clone(), request).await.map(Response::new)
     }
 
-    async fn create(&self, _: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
-        Err(not_yet("Create"))
+    async fn create(&self, request: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
+        let spec = containers::create_spec(request.into_inner().spec)?;
+        let c = self.containers.create(spec)?;
+        Ok(Response::new(pb::CreateResponse { id: c.id.clone() }))
     }
 
-    async fn start(&self, _: Request<pb::StartRequest>) -> Result<Response<pb::StartResponse>, Status> {
-        Err(not_yet("Start"))
+    async fn start(&self, request: Request<pb::StartRequest>) -> Result<Response<pb::StartResponse>, Status> {
+        let c = self.containers.get(&request.into_inner().container)?;
+        self.containers.start(&c, None).await?;
+        Ok(Response::new(pb::StartResponse {}))
     }
 
-    async fn run(&self, _: Request<pb::RunRequest>) -> Result<Response<pb::RunResponse>, Status> {
-        Err(not_yet("Run"))
+    async fn run(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::RunResponse>, Status> {
+        let spec = containers::create_spec(request.into_inner().spec)?;
+        let c = self.containers.create(spec)?;
+        if let Err(e) = self.containers.start(&c, None).await {
+            let _ = self.containers.remove(&c, true).await;
+            return Err(e.into());
+        }
+        Ok(Response::new(pb::RunResponse { id: c.id.clone() }))
     }
 
-    async fn attach(&self, _: Request<Streaming<pb::AttachRequest>>) -> Result<Response<Self::AttachStream>, Status> {
-        Err(not_yet("Attach"))
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::AttachRequest>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        containers::attach(self.containers.clone(), request.into_inner()).await.map(Response::new)
     }
 
     async fn exec(&self, _: Request<Streaming<pb::ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
         Err(not_yet("Exec"))
     }
 
-    async fn wait(&self, _: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
-        Err(not_yet("Wait"))
+    async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
+        let request = request.into_inner();
+        if !request.exec_id.is_empty() {
+            return Err(not_yet("Wait for an exec"));
+        }
+        let c = self.containers.get(&request.container)?;
+        let exit = self.containers.wait(&c).await?;
+        Ok(Response::new(pb::WaitResponse { status: Some(containers::exit_to_proto(&exit)) }))
     }
 
-    async fn stop(&self, _: Request<pb::StopRequest>) -> Result<Response<pb::StopResponse>, Status> {
-        Err(not_yet("Stop"))
+    async fn stop(&self, request: Request<pb::StopRequest>) -> Result<Response<pb::StopResponse>, Status> {
+        let request = request.into_inner();
+        let c = self.containers.get(&request.container)?;
+        let timeout = match request.timeout {
+            Some(d) if d.seconds < 0 || d.nanos < 0 => {
+                return Err(Status::invalid_argument("the stop timeout must not be negative"));
+            }
+            Some(d) => std::time::Duration::new(d.seconds as u64, d.nanos as u32),
+            None => DEFAULT_STOP_TIMEOUT,
+        };
+        self.containers.stop(&c, timeout).await?;
+        Ok(Response::new(pb::StopResponse {}))
     }
 
-    async fn kill(&self, _: Request<pb::KillRequest>) -> Result<Response<pb::KillResponse>, Status> {
-        Err(not_yet("Kill"))
+    async fn kill(&self, request: Request<pb::KillRequest>) -> Result<Response<pb::KillResponse>, Status> {
+        let request = request.into_inner();
+        if !request.exec_id.is_empty() {
+            return Err(not_yet("Kill of an exec"));
+        }
+        let c = self.containers.get(&request.container)?;
+        let signal = if request.signal.is_empty() { "SIGKILL" } else { request.signal.as_str() };
+        self.containers.kill(&c, signal).await?;
+        Ok(Response::new(pb::KillResponse {}))
     }
 
-    async fn remove(&self, _: Request<pb::RemoveRequest>) -> Result<Response<pb::RemoveResponse>, Status> {
-        Err(not_yet("Remove"))
+    async fn remove(&self, request: Request<pb::RemoveRequest>) -> Result<Response<pb::RemoveResponse>, Status> {
+        let request = request.into_inner();
+        let c = self.containers.get(&request.container)?;
+        self.containers.remove(&c, request.force).await?;
+        Ok(Response::new(pb::RemoveResponse {}))
     }
 
-    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        Err(not_yet("List"))
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let all = request.into_inner().all;
+        let containers = self
+            .containers
+            .list()
+            .iter()
+            .map(|c| containers::to_proto(c))
+            .filter(|c| all || c.state == pb::ContainerState::Running as i32)
+            .collect();
+        Ok(Response::new(pb::ListResponse { containers }))
     }
 
-    async fn inspect(&self, _: Request<pb::InspectRequest>) -> Result<Response<pb::InspectResponse>, Status> {
-        Err(not_yet("Inspect"))
+    async fn inspect(&self, request: Request<pb::InspectRequest>) -> Result<Response<pb::InspectResponse>, Status> {
+        let c = self.containers.get(&request.into_inner().container)?;
+        Ok(Response::new(pb::InspectResponse { container: Some(containers::to_proto(&c)) }))
     }
 
-    async fn logs(&self, _: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
-        Err(not_yet("Logs"))
+    async fn logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        logs::logs(self.containers.clone(), request.into_inner()).map(Response::new)
     }
 
     async fn stats(&self, _: Request<pb::StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {

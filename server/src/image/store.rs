@@ -120,8 +120,8 @@ fn hex_of(digest: &str) -> &str {
 }
 
 impl ImageStore {
-    /// Opens (creating) the store at `root`: empties tmp/, loads the records, collects garbage left by a
-    /// server that was killed mid-pull.
+    /// Opens (creating) the store at `root`: empties tmp/ and loads the records. The caller collects the
+    /// garbage a killed pull left once everything that holds snapshots has taken its lease.
     pub fn open(root: &Path) -> Result<Self, ImageError> {
         for dir in ["blobs/sha256", "snapshots", "tmp"] {
             fs::create_dir_all(root.join(dir))?;
@@ -131,17 +131,12 @@ impl ImageStore {
             remove_path(&entry?.path())?;
         }
         let db: ImageDb = crate::store::read_json(&root.join("images.json"))?.unwrap_or_default();
-        let store = ImageStore {
+        Ok(ImageStore {
             root: root.to_path_buf(),
             db: Mutex::new(db),
             leases: Default::default(),
             commit_lock: Mutex::new(()),
-        };
-        let reclaimed = store.gc()?;
-        if reclaimed > 0 {
-            tracing::info!(reclaimed, "removed content left by an interrupted pull");
-        }
-        Ok(store)
+        })
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
@@ -150,6 +145,11 @@ impl ImageStore {
 
     pub fn snapshot_path(&self, chain_id: &str) -> PathBuf {
         self.root.join("snapshots").join(hex_of(chain_id))
+    }
+
+    /// The directory holding every snapshot.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
     }
 
     pub fn has_snapshot(&self, chain_id: &str) -> bool {
@@ -427,7 +427,7 @@ mod tests {
         let tmp = store.tmp_dir().unwrap().keep();
         drop(store);
         ImageStore::open(dir.path()).unwrap();
-        assert!(!tmp.exists());
+        assert!(!tmp.exists(), "reopening empties tmp/");
     }
 
     #[test]

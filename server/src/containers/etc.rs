@@ -1,0 +1,61 @@
+//! The files bind-mounted over a container's /etc/hosts, /etc/hostname and /etc/resolv.conf.
+
+use std::path::{Path, PathBuf};
+
+use super::{Config, Network};
+
+/// Writes the files into the container's directory; returns (host file, path inside the container) pairs.
+pub fn write_files(dir: &Path, config: &Config) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let hosts = match config.network {
+        Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| hosts_file(config)),
+        _ => hosts_file(config),
+    };
+    let files = [
+        ("hosts", hosts, "/etc/hosts"),
+        ("hostname", format!("{}\n", config.hostname), "/etc/hostname"),
+        (
+            "resolv.conf",
+            resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            "/etc/resolv.conf",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, content, target) in files {
+        let path = dir.join(name);
+        crate::store::write_atomic(&path, content.as_bytes())?;
+        out.push((path, target.to_string()));
+    }
+    Ok(out)
+}
+
+fn hosts_file(config: &Config) -> String {
+    let mut names = vec![config.hostname.clone()];
+    if !config.name.is_empty() && config.name != config.hostname {
+        names.push(config.name.clone());
+    }
+    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", names.join(" "))
+}
+
+/// The host's resolv.conf without loopback nameservers (they mean nothing inside the container's own
+/// network namespace), as docker does.
+fn resolv_conf(host: &str) -> String {
+    host.lines()
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            !(words.next() == Some("nameserver")
+                && words.next().is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_nameservers_are_dropped() {
+        let host = "search lan\nnameserver 127.0.0.53\nnameserver 10.0.0.1\nnameserver ::1\noptions edns0\n";
+        assert_eq!(resolv_conf(host), "search lan\nnameserver 10.0.0.1\noptions edns0\n");
+    }
+}

@@ -1,0 +1,532 @@
+//! Containers: their records, names and lifecycle. A container is a directory under `<root>/containers/<id>`
+//! holding `container.json` (its config and state, written atomically), its overlay upper/work dirs, the
+//! files bind-mounted over /etc, the bundle for its monitor and the monitor's socket, log and exit status.
+
+mod etc;
+mod record;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::cgroups::{Cgroup, Layout, Limits};
+use crate::image::ImageStore;
+use crate::runtime::bundle::{self, Bundle, ExitInfo, Process, Rootfs};
+use crate::runtime::client::{self, Connection};
+use crate::runtime::protocol::{FromMonitor, ToMonitor};
+pub use record::{
+    Config, ExitRecord, MountConfig, Network, Record, State, Status, now_nanos, parse_signal, signal_name,
+};
+
+/// Errors of the container domain, each with its gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ContainerError {
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ContainerError::NotFound(_) => tonic::Code::NotFound,
+            ContainerError::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            ContainerError::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            ContainerError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            ContainerError::Internal(_) => tonic::Code::Internal,
+        }
+    }
+}
+
+fn internal(what: &str) -> impl Fn(std::io::Error) -> ContainerError + '_ {
+    move |e| ContainerError::Internal(format!("{what}: {e}"))
+}
+
+/// What the user asks for when creating a container (the API's ContainerSpec as domain data).
+#[derive(Debug, Clone, Default)]
+pub struct CreateSpec {
+    pub image: String,
+    pub name: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    pub hostname: String,
+    pub tty: bool,
+    pub stdin: bool,
+    pub limits: Limits,
+    pub network: Network,
+    pub mounts: Vec<MountConfig>,
+    pub auto_remove: bool,
+    pub labels: Vec<(String, String)>,
+    pub stop_signal: String,
+}
+
+/// One container, shared by the calls that use it.
+pub struct Container {
+    pub id: String,
+    dir: PathBuf,
+    record: Mutex<Record>,
+    /// Some(exit) once the main process has exited (for Wait).
+    exited: watch::Sender<Option<ExitRecord>>,
+    /// Serializes start, stop and remove.
+    lifecycle: tokio::sync::Mutex<()>,
+    /// Keeps the image's snapshots from garbage collection while the container exists.
+    _lease: crate::image::store::Lease,
+}
+
+impl Container {
+    pub fn record(&self) -> Record {
+        self.record.lock().unwrap().clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Record)) -> Result<(), ContainerError> {
+        let mut record = self.record.lock().unwrap();
+        change(&mut record);
+        crate::store::write_json(&self.dir.join(record::RECORD_FILE), &*record)
+            .map_err(internal("saving container state"))
+    }
+
+    /// The name if it has one, else the short id: how messages name a container.
+    pub fn shown(&self) -> String {
+        let r = self.record.lock().unwrap();
+        if r.config.name.is_empty() { self.id[..12].to_string() } else { r.config.name.clone() }
+    }
+}
+
+/// Server-wide settings of the container runtime.
+pub struct RuntimeOptions {
+    /// Limits applied when a container asks for none.
+    pub default_limits: Limits,
+    /// Name of cm's cgroup directory in every hierarchy.
+    pub cgroup_parent: String,
+}
+
+/// All containers of this server.
+pub struct Containers {
+    dir: PathBuf,
+    images: Arc<ImageStore>,
+    layout: Layout,
+    options: RuntimeOptions,
+    monitor: PathBuf,
+    table: Mutex<HashMap<String, Arc<Container>>>,
+}
+
+/// Default grace period of Stop.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Containers {
+    /// Loads the containers under `root/containers`, re-adopting those whose monitor still runs.
+    pub async fn open(
+        root: &Path,
+        images: Arc<ImageStore>,
+        options: RuntimeOptions,
+    ) -> anyhow::Result<Arc<Containers>> {
+        let dir = root.join("containers");
+        std::fs::create_dir_all(&dir)?;
+        let layout = Layout::detect()?;
+        let monitor = client::monitor_binary()?;
+        let containers = Arc::new(Containers {
+            dir: dir.clone(),
+            images,
+            layout,
+            options,
+            monitor,
+            table: Mutex::new(HashMap::new()),
+        });
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let Ok(Some(record)) = crate::store::read_json::<Record>(&path.join(record::RECORD_FILE)) else {
+                tracing::warn!(dir = %path.display(), "skipping a container directory without a readable record");
+                continue;
+            };
+            let container = containers.insert(record, path);
+            containers.readopt(container).await;
+        }
+        Ok(containers)
+    }
+
+    fn insert(&self, record: Record, dir: PathBuf) -> Arc<Container> {
+        let chain_ids = record.config.chain_ids.clone();
+        let exited = record.state.exit.clone().filter(|_| record.state.status == Status::Stopped);
+        let container = Arc::new(Container {
+            id: record.config.id.clone(),
+            dir,
+            record: Mutex::new(record),
+            exited: watch::channel(exited).0,
+            lifecycle: tokio::sync::Mutex::new(()),
+            _lease: self.images.lease(chain_ids),
+        });
+        self.table.lock().unwrap().insert(container.id.clone(), container.clone());
+        container
+    }
+
+    /// After a server restart: watch a running container again, or record that it ended while we were away.
+    async fn readopt(self: &Arc<Self>, c: Arc<Container>) {
+        if c.record().state.status != Status::Running {
+            return;
+        }
+        match client::connect(&c.dir).await {
+            Ok(conn) => {
+                tracing::info!(container = %c.id, "re-adopted running container");
+                self.watch_exit(c, conn);
+            }
+            Err(_) => {
+                let exit = crate::store::read_json::<ExitInfo>(&c.dir.join(bundle::EXIT_FILE)).ok().flatten();
+                let exit = exit.unwrap_or_else(|| ExitInfo {
+                    code: 255,
+                    error: "the container's monitor ended without recording an exit status".into(),
+                    finished_unix_nanos: now_nanos(),
+                    ..Default::default()
+                });
+                self.exited(&c, exit).await;
+            }
+        }
+    }
+
+    /// Finds a container by id, unique id prefix, or name.
+    pub fn get(&self, name: &str) -> Result<Arc<Container>, ContainerError> {
+        let table = self.table.lock().unwrap();
+        if name.is_empty() {
+            return Err(ContainerError::InvalidArgument("a container id or name is required".into()));
+        }
+        if let Some(c) = table.get(name) {
+            return Ok(c.clone());
+        }
+        if let Some(c) = table.values().find(|c| c.record.lock().unwrap().config.name == name) {
+            return Ok(c.clone());
+        }
+        let matches: Vec<&Arc<Container>> = table.values().filter(|c| c.id.starts_with(name)).collect();
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => Err(ContainerError::NotFound(format!("no such container: {name}"))),
+            n => Err(ContainerError::InvalidArgument(format!("{name:?} matches {n} containers; give more of the id"))),
+        }
+    }
+
+    pub fn list(&self) -> Vec<Arc<Container>> {
+        let mut all: Vec<Arc<Container>> = self.table.lock().unwrap().values().cloned().collect();
+        all.sort_by_key(|c| std::cmp::Reverse(c.record.lock().unwrap().config.created_unix_nanos));
+        all
+    }
+
+    /// Whether any container was created from `image_id`.
+    pub fn uses_image(&self, image_id: &str) -> bool {
+        self.table.lock().unwrap().values().any(|c| c.record.lock().unwrap().config.image_id == image_id)
+    }
+
+    /// Creates a container (not started).
+    pub fn create(&self, spec: CreateSpec) -> Result<Arc<Container>, ContainerError> {
+        if !spec.name.is_empty() {
+            record::validate_name(&spec.name).map_err(ContainerError::InvalidArgument)?;
+        }
+        let limits = Limits {
+            memory_bytes: spec.limits.memory_bytes.or(self.options.default_limits.memory_bytes),
+            cpu_millis: spec.limits.cpu_millis.or(self.options.default_limits.cpu_millis),
+            pids: spec.limits.pids.or(self.options.default_limits.pids),
+        };
+        limits.validate().map_err(ContainerError::InvalidArgument)?;
+        let image = self.images.resolve(&spec.image).map_err(|e| match e {
+            crate::image::ImageError::NotFound(_) => {
+                ContainerError::NotFound(format!("image {:?} is not in the store; pull it first", spec.image))
+            }
+            other => ContainerError::InvalidArgument(other.to_string()),
+        })?;
+        let image_config = self
+            .images
+            .read_blob(&image.id)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<crate::image::manifest::ImageConfig>(&b).ok())
+            .and_then(|c| c.config)
+            .unwrap_or_default();
+        let args = record::command_line(&spec, &image_config);
+        if args.is_empty() {
+            return Err(ContainerError::InvalidArgument(format!(
+                "no command given and image {} has neither Entrypoint nor Cmd",
+                spec.image
+            )));
+        }
+        for m in &spec.mounts {
+            m.validate().map_err(ContainerError::InvalidArgument)?;
+        }
+        let id = record::new_id().map_err(internal("making an id"))?;
+        let config = Config {
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            image_id: image.id.clone(),
+            chain_ids: image.layers.iter().map(|l| l.chain_id.clone()).collect(),
+            args,
+            env: record::merge_env(image_config.env.as_deref().unwrap_or_default(), &spec.env),
+            workdir: if spec.workdir.is_empty() {
+                image_config.working_dir.clone().unwrap_or_default()
+            } else {
+                spec.workdir.clone()
+            },
+            user: if spec.user.is_empty() { image_config.user.clone().unwrap_or_default() } else { spec.user.clone() },
+            hostname: if spec.hostname.is_empty() { id[..12].to_string() } else { spec.hostname.clone() },
+            tty: spec.tty,
+            stdin: spec.stdin,
+            limits,
+            network: spec.network,
+            mounts: spec.mounts.clone(),
+            auto_remove: spec.auto_remove,
+            labels: spec.labels.clone(),
+            stop_signal: if spec.stop_signal.is_empty() {
+                image_config.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into())
+            } else {
+                spec.stop_signal.clone()
+            },
+            entrypoint: spec.entrypoint.clone(),
+            command: spec.command.clone(),
+            created_unix_nanos: now_nanos(),
+            id,
+        };
+        record::parse_signal(&config.stop_signal).map_err(ContainerError::InvalidArgument)?;
+        let table = self.table.lock().unwrap();
+        if !config.name.is_empty() && table.values().any(|c| c.record.lock().unwrap().config.name == config.name) {
+            return Err(ContainerError::AlreadyExists(format!(
+                "the name {:?} is already in use by another container; remove it or pick another name",
+                config.name
+            )));
+        }
+        let dir = self.dir.join(&config.id);
+        for sub in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(internal("creating the container directory"))?;
+        }
+        let record = Record { config, state: State::default() };
+        crate::store::write_json(&dir.join(record::RECORD_FILE), &record).map_err(internal("saving the container"))?;
+        drop(table);
+        let container = self.insert(record, dir);
+        tracing::info!(container = %container.id, "created");
+        Ok(container)
+    }
+
+    /// Starts a created or stopped container. With `attach`, output is connected before the process starts
+    /// and the connection is returned for the caller to stream.
+    pub async fn start(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        attach: Option<(u16, u16)>,
+    ) -> Result<Option<Connection>, ContainerError> {
+        let _lifecycle = c.lifecycle.lock().await;
+        let record = c.record();
+        if record.state.status == Status::Running {
+            return Err(ContainerError::FailedPrecondition(format!("container {} is already running", c.shown())));
+        }
+        let config = &record.config;
+        let cgroup = Cgroup::create(&self.layout, &self.options.cgroup_parent, &c.id, &config.limits)
+            .map_err(|e| ContainerError::InvalidArgument(format!("cannot apply the container's limits: {e}")))?;
+        let result = self.launch(c, config, &cgroup, attach).await;
+        match result {
+            Ok((pid, session, watcher)) => {
+                // Running is recorded before the exit watcher starts: a process that exits at once must not
+                // have its exit overwritten.
+                let _ = c.exited.send(None);
+                c.update(|r| {
+                    r.state = State { status: Status::Running, pid, started_unix_nanos: now_nanos(), exit: None };
+                })?;
+                tracing::info!(container = %c.id, pid, "started");
+                self.watch_exit(c.clone(), watcher);
+                Ok(session)
+            }
+            Err(e) => {
+                let _ = cgroup.kill_all();
+                let _ = cgroup.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    async fn launch(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        config: &Config,
+        cgroup: &Cgroup,
+        attach: Option<(u16, u16)>,
+    ) -> Result<(i32, Option<Connection>, Connection), ContainerError> {
+        for stale in [bundle::EXIT_FILE, bundle::MONITOR_FILE] {
+            let _ = std::fs::remove_file(c.dir.join(stale));
+        }
+        let etc_files = etc::write_files(&c.dir, config).map_err(internal("writing /etc files"))?;
+        let mut lower: Vec<String> =
+            config.chain_ids.iter().rev().map(|id| id.trim_start_matches("sha256:").to_string()).collect();
+        if lower.is_empty() {
+            std::fs::create_dir_all(c.dir.join("empty")).map_err(internal("creating an empty layer"))?;
+            lower.push(c.dir.join("empty").display().to_string());
+        }
+        let bundle = Bundle {
+            id: c.id.clone(),
+            rootfs: Rootfs {
+                snapshots_dir: self.images.snapshots_dir(),
+                lower,
+                upper: c.dir.join("upper"),
+                work: c.dir.join("work"),
+                merged: c.dir.join("merged"),
+            },
+            process: Process {
+                args: config.args.clone(),
+                env: config.env.clone(),
+                cwd: config.workdir.clone(),
+                user: config.user.clone(),
+                tty: config.tty,
+                stdin: config.stdin,
+            },
+            hostname: config.hostname.clone(),
+            host_network: config.network == Network::Host,
+            cgroup_procs: cgroup.procs_files(),
+            cgroup_v2: matches!(self.layout, Layout::V2 { .. }),
+            etc_files,
+            mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),
+        };
+        crate::store::write_json(&c.dir.join(bundle::BUNDLE_FILE), &bundle).map_err(internal("writing the bundle"))?;
+        client::spawn_monitor(&self.monitor, &c.dir).await.map_err(|e| ContainerError::Internal(e.to_string()))?;
+        // The watcher connects first so it sees the whole life of the process.
+        let watcher = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;
+        let mut session = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;
+        let (rows, cols) = attach.unwrap_or((0, 0));
+        if attach.is_some() {
+            session.writer.send(ToMonitor::Attach).await.map_err(internal("attaching"))?;
+        }
+        session.writer.send(ToMonitor::Start { rows, cols }).await.map_err(internal("starting"))?;
+        let pid = match session.reader.next().await.map_err(internal("starting"))? {
+            Some(FromMonitor::Started { pid }) => pid,
+            other => return Err(ContainerError::Internal(format!("the monitor answered {other:?} to start"))),
+        };
+        Ok((pid, attach.map(|_| session), watcher))
+    }
+
+    /// Waits (in a task) for the container's exit frame, then records it.
+    fn watch_exit(self: &Arc<Self>, c: Arc<Container>, mut conn: Connection) {
+        let containers = self.clone();
+        tokio::spawn(async move {
+            let exit = loop {
+                match conn.reader.next().await {
+                    Ok(Some(FromMonitor::Exit(exit))) => break exit,
+                    Ok(Some(_)) => continue,
+                    end => {
+                        tracing::warn!(container = %c.id, ?end, "lost the monitor connection before the exit status");
+                        // The monitor went away without a frame; it may still have written the file.
+                        let exit = crate::store::read_json::<ExitInfo>(&c.dir.join(bundle::EXIT_FILE)).ok().flatten();
+                        break exit.unwrap_or_else(|| ExitInfo {
+                            code: 255,
+                            error: "the container's monitor died".into(),
+                            finished_unix_nanos: now_nanos(),
+                            ..Default::default()
+                        });
+                    }
+                }
+            };
+            containers.exited(&c, exit).await;
+        });
+    }
+
+    /// Records an exit: OOM from the cgroup, cgroup removed, waiters told, auto-remove done.
+    async fn exited(self: &Arc<Self>, c: &Arc<Container>, exit: ExitInfo) {
+        let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
+        let oom_killed = cgroup.oom_kills() > 0;
+        let _ = cgroup.kill_all();
+        if let Err(e) = cgroup.destroy() {
+            tracing::warn!(container = %c.id, error = %e, "cannot remove the cgroup");
+        }
+        let record = ExitRecord::from_info(&exit, oom_killed);
+        tracing::info!(container = %c.id, code = record.code, oom_killed, "exited");
+        let _ = c.update(|r| {
+            r.state.status = Status::Stopped;
+            r.state.exit = Some(record.clone());
+        });
+        let _ = c.exited.send(Some(record));
+        if c.record().config.auto_remove
+            && let Err(e) = self.remove(c, true).await
+        {
+            tracing::warn!(container = %c.id, error = %e, "auto-remove failed");
+        }
+    }
+
+    /// Waits for the container's main process to exit; returns at once if it has.
+    pub async fn wait(&self, c: &Arc<Container>) -> Result<ExitRecord, ContainerError> {
+        let mut rx = c.exited.subscribe();
+        if c.record().state.status == Status::Created {
+            return Err(ContainerError::FailedPrecondition(format!("container {} was never started", c.shown())));
+        }
+        let result = rx.wait_for(|e| e.is_some()).await;
+        match result {
+            Ok(exit) => Ok(exit.clone().expect("waited for some")),
+            Err(_) => Err(ContainerError::Internal("the container went away while waiting".into())),
+        }
+    }
+
+    /// Connects to a running container's monitor.
+    pub async fn connect(&self, c: &Arc<Container>) -> Result<Connection, ContainerError> {
+        if c.record().state.status != Status::Running {
+            return Err(ContainerError::FailedPrecondition(format!("container {} is not running", c.shown())));
+        }
+        client::connect(&c.dir)
+            .await
+            .map_err(|e| ContainerError::FailedPrecondition(format!("container {} is not running ({e})", c.shown())))
+    }
+
+    /// Sends a signal to the main process.
+    pub async fn kill(&self, c: &Arc<Container>, signal: &str) -> Result<(), ContainerError> {
+        let sig = record::parse_signal(signal).map_err(ContainerError::InvalidArgument)?;
+        let mut conn = self.connect(c).await?;
+        conn.writer.send(ToMonitor::Signal(sig)).await.map_err(internal("sending the signal"))
+    }
+
+    /// The stop signal, then after `timeout` SIGKILL; returns when the process has exited.
+    pub async fn stop(&self, c: &Arc<Container>, timeout: Duration) -> Result<(), ContainerError> {
+        if c.record().state.status != Status::Running {
+            return Ok(());
+        }
+        let signal = c.record().config.stop_signal;
+        if self.kill(c, &signal).await.is_ok() && tokio::time::timeout(timeout, self.wait(c)).await.is_ok() {
+            return Ok(());
+        }
+        let _ = self.kill(c, "SIGKILL").await;
+        self.wait(c).await.map(drop)
+    }
+
+    /// Removes a container and everything it made. A running one needs `force` (it is killed first).
+    pub async fn remove(&self, c: &Arc<Container>, force: bool) -> Result<(), ContainerError> {
+        if c.record().state.status == Status::Running {
+            if !force {
+                return Err(ContainerError::FailedPrecondition(format!(
+                    "container {} is running: stop it first or remove it with force",
+                    c.shown()
+                )));
+            }
+            let _ = self.kill(c, "SIGKILL").await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.wait(c)).await;
+        }
+        let _lifecycle = c.lifecycle.lock().await;
+        if self.table.lock().unwrap().remove(&c.id).is_none() {
+            return Ok(()); // removed meanwhile (auto-remove)
+        }
+        let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
+        let _ = cgroup.kill_all();
+        let _ = cgroup.destroy();
+        let dir = c.dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            .await
+            .map_err(|e| ContainerError::Internal(e.to_string()))?
+            .map_err(internal("removing the container directory"))?;
+        tracing::info!(container = %c.id, "removed");
+        Ok(())
+    }
+
+    /// Path of a container's output log.
+    pub fn log_path(&self, c: &Container) -> PathBuf {
+        c.dir.join(bundle::LOG_FILE)
+    }
+}

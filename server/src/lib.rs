@@ -1,0 +1,11 @@
+//! cm-server's library: everything the daemon (src/main.rs) and the per-container monitor
+//! (src/bin/cm-monitor.rs) are made of.
+
+pub mod api;
+pub mod cgroups;
+pub mod containers;
+pub mod fsroot;
+pub mod image;
+pub mod listen;
+pub mod runtime;
+pub mod store;
