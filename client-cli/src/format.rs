@@ -1,4 +1,5 @@
-//! Human formats: sizes as docker prints them (decimal units), ages ("3 days ago"), short ids.
+//! Human formats: sizes as docker prints them (decimal units), durations and ages ("3 days ago"), RFC 3339
+//! times, short ids.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,22 +23,48 @@ pub fn size(bytes: i64) -> String {
     }
 }
 
+/// A duration in whole seconds as docker says it (go-units HumanDuration): "Less than a second", "5 seconds",
+/// "About a minute", "3 hours", "2 weeks".
+pub fn human_duration(seconds: i64) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let minutes = seconds / 60;
+    // go-units rounds hours to the nearest one.
+    let hours = (seconds + 1800) / 3600;
+    match seconds {
+        ..1 => "Less than a second".into(),
+        1..60 => plural(seconds, "second"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => plural(minutes, "minute"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => plural(hours, "hour"),
+        _ if hours < 24 * 7 * 2 => plural(hours / 24, "day"),
+        _ if hours < 24 * 30 * 2 => plural(hours / 24 / 7, "week"),
+        _ if hours < 24 * 365 * 2 => plural(hours / 24 / 30, "month"),
+        _ => plural(seconds / 3600 / 24 / 365, "year"),
+    }
+}
+
+/// Seconds since the epoch, now.
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// "About a minute ago", "3 days ago", "N/A" for no time.
 pub fn ago(seconds_since_epoch: Option<i64>) -> String {
     let Some(then) = seconds_since_epoch.filter(|s| *s > 0) else { return "N/A".into() };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let d = (now - then).max(0);
-    let plural = |n: i64, unit: &str| format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" });
-    match d {
-        0..=59 => "Less than a minute ago".into(),
-        60..=119 => "About a minute ago".into(),
-        120..=3599 => plural(d / 60, "minute"),
-        3600..=7199 => "About an hour ago".into(),
-        7200..=172_799 => plural(d / 3600, "hour"),
-        172_800..=1_209_599 => plural(d / 86_400, "day"),
-        1_209_600..=5_183_999 => plural(d / 604_800, "week"),
-        5_184_000..=63_071_999 => plural(d / 2_592_000, "month"),
-        _ => plural(d / 31_536_000, "year"),
+    format!("{} ago", human_duration(now() - then))
+}
+
+/// A time as RFC 3339 in UTC with as many fraction digits as needed (Go's RFC3339Nano, which docker prints):
+/// "2024-05-01T10:00:00Z", "2024-05-01T10:00:00.5Z".
+pub fn rfc3339(time: &prost_types::Timestamp) -> String {
+    let text = time.to_string();
+    match text.split_once('.') {
+        Some((whole, fraction)) => {
+            let digits = fraction.trim_end_matches('Z').trim_end_matches('0');
+            if digits.is_empty() { format!("{whole}Z") } else { format!("{whole}.{digits}Z") }
+        }
+        None => text,
     }
 }
 
@@ -112,10 +139,33 @@ mod tests {
 
     #[test]
     fn ages_read_like_docker() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-        assert_eq!(ago(Some(now - 5)), "Less than a minute ago");
-        assert_eq!(ago(Some(now - 3 * 86_400)), "3 days ago");
+        assert_eq!(ago(Some(now() - 3 * 86_400)), "3 days ago");
         assert_eq!(ago(None), "N/A");
+    }
+
+    #[test]
+    fn durations_read_like_go_units() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(5), "5 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(120), "2 minutes");
+        assert_eq!(human_duration(3599), "59 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(5 * 3600 + 1700), "5 hours");
+        assert_eq!(human_duration(3 * 86_400), "3 days");
+        assert_eq!(human_duration(20 * 86_400), "2 weeks");
+        assert_eq!(human_duration(90 * 86_400), "3 months");
+        assert_eq!(human_duration(3 * 365 * 86_400), "3 years");
+    }
+
+    #[test]
+    fn times_print_as_rfc3339_nano() {
+        let t = |seconds, nanos| rfc3339(&prost_types::Timestamp { seconds, nanos });
+        assert_eq!(t(1_714_557_600, 0), "2024-05-01T10:00:00Z");
+        assert_eq!(t(1_714_557_600, 500_000_000), "2024-05-01T10:00:00.5Z");
+        assert_eq!(t(1_714_557_600, 123_456_789), "2024-05-01T10:00:00.123456789Z");
+        assert_eq!(t(1_714_557_600, 120_000), "2024-05-01T10:00:00.00012Z");
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! cm-client: a docker-like command line over cm.v1.ContainerService.
 
+mod attach;
 mod connect;
+mod containers;
 mod format;
 mod pull;
+mod run;
+mod spec;
 
 use std::io::Read;
 
@@ -23,6 +27,38 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Create and run a new container from an image (pulling the image if it is missing).
+    Run(RunArgs),
+    /// Create a new container without starting it; prints its id.
+    Create(CreateArgs),
+    /// Start one or more created or stopped containers.
+    Start(StartArgs),
+    /// Attach the terminal's stdin, stdout and stderr to a running container.
+    Attach(AttachArgs),
+    /// List containers.
+    Ps(PsArgs),
+    /// Print containers' full descriptions as JSON.
+    Inspect {
+        /// Container ids, id prefixes or names.
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Stop one or more running containers: the stop signal, then SIGKILL after a grace period.
+    Stop(StopArgs),
+    /// Send a signal to one or more running containers (SIGKILL by default).
+    Kill(KillArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// Wait for containers to stop, then print their exit codes.
+    Wait {
+        /// Container ids, id prefixes or names.
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Print a container's log.
+    Logs(LogsArgs),
+    /// List a container's published ports, or the host address of one of them.
+    Port(PortArgs),
     /// Pull an image from a registry, showing progress.
     Pull(PullArgs),
     /// List images.
@@ -89,6 +125,201 @@ struct RmiArgs {
     force: bool,
 }
 
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Run the container in the background and print its id.
+    #[arg(short, long)]
+    detach: bool,
+    #[command(flatten)]
+    container: ContainerOptions,
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    #[command(flatten)]
+    container: ContainerOptions,
+}
+
+/// What `run` and `create` turn into a ContainerSpec (see spec.rs).
+#[derive(clap::Args, Debug)]
+struct ContainerOptions {
+    /// Keep stdin open (and attached, for run).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Name the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable; KEY alone takes its value from this shell (skipped when unset).
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file of KEY=VALUE lines (# comments).
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
+    /// Working directory inside the container (absolute).
+    #[arg(short, long, value_name = "DIR", value_parser = spec::parse_workdir)]
+    workdir: Option<String>,
+    /// User to run as: name or uid, optionally :group or :gid.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Override the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "COMMAND")]
+    entrypoint: Option<String>,
+    /// Container host name (default: the first 12 characters of the id).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Memory limit: a number of bytes with an optional unit b, k, m or g (1024-based), e.g. 256m.
+    #[arg(short, long, value_name = "BYTES", value_parser = spec::parse_memory)]
+    memory: Option<i64>,
+    /// Number of CPUs, e.g. 0.5 or 2.
+    #[arg(long, value_name = "DECIMAL", value_parser = spec::parse_cpus)]
+    cpus: Option<i64>,
+    /// Maximum number of processes (-1 for no limit).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pids_limit: Option<i64>,
+    /// Network mode.
+    #[arg(long, value_enum, default_value_t = spec::Network::Bridge)]
+    network: spec::Network,
+    /// Publish a container port on the host; ranges like 8000-8001:80-81 publish each port.
+    #[arg(
+        short,
+        long,
+        value_name = "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]",
+        value_parser = spec::parse_publish
+    )]
+    publish: Vec<spec::Published>,
+    /// Bind mount a host directory or file.
+    #[arg(short, long, value_name = "HOST_PATH:CONTAINER_PATH[:ro]", value_parser = spec::parse_volume)]
+    volume: Vec<pb::Mount>,
+    /// Mount an empty tmpfs.
+    #[arg(long, value_name = "PATH[:ro]", value_parser = spec::parse_tmpfs)]
+    tmpfs: Vec<pb::Mount>,
+    /// Set a label.
+    #[arg(short, long, value_name = "KEY[=VALUE]", value_parser = spec::parse_label)]
+    label: Vec<(String, String)>,
+    /// Signal that stops the container, e.g. SIGINT (default: the image's, or SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Image reference or id, then the command and its arguments, which override the image's Cmd (everything
+    /// after IMAGE is the command's, flags included).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_names = ["IMAGE", "COMMAND"])]
+    image_and_command: Vec<String>,
+}
+
+impl ContainerOptions {
+    /// IMAGE takes hyphen values so that the command after it can have flags, which also lets an unknown flag
+    /// before IMAGE pass for the image: refuse it here, as clap would.
+    fn check(&self, subcommand: &str) -> Result<(), clap::Error> {
+        match self.image_and_command.first() {
+            Some(image) if image.starts_with('-') => {
+                let mut cli = <Cli as clap::CommandFactory>::command();
+                cli.build();
+                let command = cli.find_subcommand_mut(subcommand).expect("a subcommand of cm-client");
+                Err(command
+                    .error(clap::error::ErrorKind::UnknownArgument, format!("unexpected argument '{image}' found")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct StartArgs {
+    /// Attach stdout and stderr and wait for the container to exit, with its exit code.
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach stdin too (implies --attach).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Container ids, id prefixes or names.
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long)]
+    no_stdin: bool,
+    /// Container id, id prefix or name.
+    container: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct PsArgs {
+    /// Show all containers (default: running ones).
+    #[arg(short, long)]
+    all: bool,
+    /// Only show ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate ids and commands.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct StopArgs {
+    /// Seconds to wait before killing (default 10).
+    #[arg(short, long = "time", visible_alias = "timeout", value_name = "SECONDS")]
+    time: Option<u32>,
+    /// Container ids, id prefixes or names.
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct KillArgs {
+    /// Signal to send: a name (SIGHUP, HUP) or a number.
+    #[arg(short, long)]
+    signal: Option<String>,
+    /// Container ids, id prefixes or names.
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct RmArgs {
+    /// Kill a running container before removing it.
+    #[arg(short, long)]
+    force: bool,
+    /// Container ids, id prefixes or names.
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct LogsArgs {
+    /// Keep printing new lines until the container exits.
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines to show from the end, or "all".
+    #[arg(short = 'n', long, value_name = "N", default_value = "all", value_parser = containers::parse_tail)]
+    tail: containers::Tail,
+    /// Only lines since a time: RFC 3339 (2024-05-01T10:00:00Z), a duration ago (10m, 1h30m) or unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = containers::parse_since_now)]
+    since: Option<prost_types::Timestamp>,
+    /// Prefix each line with its time (RFC 3339, nanoseconds).
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Container id, id prefix or name.
+    container: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct PortArgs {
+    /// Container id, id prefix or name.
+    container: String,
+    /// Only this container port, e.g. 80 or 53/udp.
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    port: Option<String>,
+}
+
 /// Turns a gRPC status into an error line a person can act on.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
     let code = match status.code() {
@@ -109,6 +340,12 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Run(RunArgs { container, .. }) => container.check("run"),
+        Command::Create(CreateArgs { container }) => container.check("create"),
+        _ => Ok(()),
+    }
+    .unwrap_or_else(|e| e.exit());
     match run(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -121,6 +358,26 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut client = connect::connect(&cli.host).await?;
     match cli.command {
+        Command::Run(args) => run::run(&mut client, args.container, args.detach).await,
+        Command::Create(args) => run::create(&mut client, args.container).await,
+        Command::Start(args) => run::start(&mut client, args.containers, args.attach, args.interactive).await,
+        Command::Attach(args) => run::attach(&mut client, args.container, !args.no_stdin).await,
+        Command::Ps(args) => containers::ps(&mut client, args.all, args.quiet, args.no_trunc).await,
+        Command::Inspect { containers } => containers::inspect(&mut client, containers).await,
+        Command::Stop(args) => Ok(containers::stop(&client, args.containers, args.time).await),
+        Command::Kill(args) => Ok(containers::kill(&client, args.containers, args.signal).await),
+        Command::Rm(args) => Ok(containers::rm(&client, args.containers, args.force).await),
+        Command::Wait { containers } => Ok(containers::wait(&client, containers).await),
+        Command::Logs(args) => {
+            let options = containers::LogsOptions {
+                follow: args.follow,
+                tail: args.tail,
+                since: args.since,
+                timestamps: args.timestamps,
+            };
+            containers::logs(&mut client, args.container, options).await
+        }
+        Command::Port(args) => containers::port(&mut client, args.container, args.port).await,
         Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => pull_cmd(&mut client, args).await,
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => images(&mut client, args).await,
         Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => rmi(&mut client, args).await,
@@ -152,7 +409,8 @@ async fn pull_cmd(client: &mut connect::Client, args: PullArgs) -> anyhow::Resul
         }
         return Ok(0);
     }
-    pull::pull(client, &args.reference, auth).await?;
+    let done = pull::pull(client, &args.reference, auth, pull::Output::Stdout).await?;
+    println!("{}", done.image_id);
     Ok(0)
 }
 

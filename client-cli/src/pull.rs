@@ -1,8 +1,9 @@
 //! `cm-client pull`: streams PullImage and shows it: a bar per layer and an overall bar on a terminal, plain
-//! lines (phase changes and layer counts) otherwise.
+//! lines (phase changes and layer counts) otherwise. `run` and `create` pull a missing image the same way, on
+//! stderr, as docker does.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use cm_api::v1::{self as pb, LayerPhase, pull_image_response::Event};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -10,19 +11,50 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::connect::Client;
 use crate::format::{short_id, size};
 
-/// Pulls `reference`, rendering progress; returns the final message.
+/// Where pull progress goes: stdout for `pull`, stderr when a pull happens on the way to something else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Stderr,
+}
+
+impl Output {
+    fn is_terminal(self) -> bool {
+        match self {
+            Output::Stdout => std::io::stdout().is_terminal(),
+            Output::Stderr => std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn draw_target(self) -> ProgressDrawTarget {
+        match self {
+            Output::Stdout => ProgressDrawTarget::stdout(),
+            Output::Stderr => ProgressDrawTarget::stderr(),
+        }
+    }
+
+    /// Writes one line; a closed output is not worth failing the pull for.
+    fn line(self, line: &str) {
+        let _ = match self {
+            Output::Stdout => writeln!(std::io::stdout(), "{line}"),
+            Output::Stderr => writeln!(std::io::stderr(), "{line}"),
+        };
+    }
+}
+
+/// Pulls `reference`, rendering progress and a status line on `out`; returns the final message.
 pub async fn pull(
     client: &mut Client,
     reference: &str,
     auth: Option<pb::RegistryAuth>,
+    out: Output,
 ) -> anyhow::Result<pb::PullDone> {
     let mut stream = client
         .pull_image(pb::PullImageRequest { reference: reference.to_string(), auth })
         .await
         .map_err(crate::status_error)?
         .into_inner();
-    let mut view: Box<dyn View> =
-        if std::io::stdout().is_terminal() { Box::new(Bars::default()) } else { Box::new(Lines::default()) };
+    let mut view: Box<dyn View> = if out.is_terminal() { Box::new(Bars::new(out)) } else { Box::new(Lines::new(out)) };
     loop {
         let message = match stream.message().await {
             Ok(Some(m)) => m,
@@ -39,11 +71,14 @@ pub async fn pull(
             Some(Event::Done(done)) => {
                 view.finish();
                 if done.up_to_date {
-                    println!("Image is up to date for {}", done.reference);
+                    out.line(&format!("Image is up to date for {}", done.reference));
                 } else {
-                    println!("Downloaded newer image for {} ({})", done.reference, size(done.downloaded_bytes));
+                    out.line(&format!(
+                        "Downloaded newer image for {} ({})",
+                        done.reference,
+                        size(done.downloaded_bytes)
+                    ));
                 }
-                println!("{}", done.image_id);
                 return Ok(done);
             }
             None => {}
@@ -72,10 +107,16 @@ trait View {
 }
 
 /// Plain lines for logs and pipes: one per phase change, one per completed layer count.
-#[derive(Default)]
 struct Lines {
+    out: Output,
     phases: HashMap<String, i32>,
     layers_done: i32,
+}
+
+impl Lines {
+    fn new(out: Output) -> Self {
+        Lines { out, phases: HashMap::new(), layers_done: 0 }
+    }
 }
 
 impl View for Lines {
@@ -86,31 +127,31 @@ impl View for Lines {
         } else {
             format!("{}/{}/{}", p.os, p.architecture, p.variant)
         };
-        println!(
+        self.out.line(&format!(
             "{}: resolved to {} ({platform}, {} layers, {})",
             r.reference,
             r.manifest_digest,
             r.layers.len(),
             size(r.total_bytes)
-        );
+        ));
     }
 
     fn layer(&mut self, l: &pb::LayerProgress) {
         if self.phases.insert(l.digest.clone(), l.phase) != Some(l.phase) {
-            println!("{}: {}", short_id(&l.digest), phase_name(l.phase));
+            self.out.line(&format!("{}: {}", short_id(&l.digest), phase_name(l.phase)));
         }
     }
 
     fn summary(&mut self, s: &pb::PullSummary) {
         if s.layers_done != self.layers_done {
             self.layers_done = s.layers_done;
-            println!(
+            self.out.line(&format!(
                 "{}/{} layers, {} / {}",
                 s.layers_done,
                 s.layers_total,
                 size(s.current_bytes),
                 size(s.total_bytes)
-            );
+            ));
         }
     }
 
@@ -119,16 +160,22 @@ impl View for Lines {
 }
 
 /// Terminal bars: one per layer and an overall one.
-#[derive(Default)]
 struct Bars {
+    out: Output,
     multi: Option<MultiProgress>,
     layers: HashMap<String, ProgressBar>,
     total: Option<ProgressBar>,
 }
 
+impl Bars {
+    fn new(out: Output) -> Self {
+        Bars { out, multi: None, layers: HashMap::new(), total: None }
+    }
+}
+
 impl View for Bars {
     fn resolved(&mut self, r: &pb::PullResolved) {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let multi = MultiProgress::with_draw_target(self.out.draw_target());
         let _ = multi.println(format!("{}: resolved to {}", r.reference, r.manifest_digest));
         let layer_style = ProgressStyle::with_template(
             "{prefix:.bold} {msg:<15} [{bar:30}] {binary_bytes:>10}/{binary_total_bytes:<10}",
