@@ -395,7 +395,11 @@ impl Containers {
         // The watcher connects first so it sees the whole life of the process.
         let watcher = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;
         let mut session = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;
-        let (rows, cols) = attach.unwrap_or((0, 0));
+        // A terminal is never 0x0: without a size from the client it starts at 24x80.
+        let (rows, cols) = match attach {
+            Some((r, c)) if r > 0 && c > 0 => (r, c),
+            _ => (24, 80),
+        };
         if attach.is_some() {
             session.writer.send(ToMonitor::Attach).await.map_err(internal("attaching"))?;
         }

@@ -5,7 +5,7 @@
 //! (not executable) or 125 (setup failed).
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -17,17 +17,23 @@ use super::bundle::{Bundle, MountSpec};
 use super::user;
 use crate::fsroot::{DIR_PATH, open_or_create_dirs};
 
-/// The child's ends of its pipes, as the monitor made them.
+/// The child's ends of what the monitor made for it.
 pub struct ChildIo {
-    /// stdin (read end, or the pty slave); None means /dev/null.
-    pub stdin: Option<OwnedFd>,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
-    pub tty: bool,
-    /// Read end: one byte means go, EOF means the start was abandoned.
+    pub stdio: ChildStdio,
+    /// Read end: the go-ahead (`g`, then the initial tty rows and columns as big-endian u16s); EOF means the
+    /// start was abandoned.
     pub sync: OwnedFd,
     /// Write end, close-on-exec: the reason the container could not start.
     pub errors: OwnedFd,
+}
+
+/// The container's stdio.
+pub enum ChildStdio {
+    /// Pipes; stdin None means /dev/null.
+    Pipes { stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd },
+    /// A terminal: the init allocates it from the container's own devpts (so ttyname works inside), and
+    /// sends the master to the monitor over this socket.
+    Console(OwnedFd),
 }
 
 /// Why the container could not start, and the exit code that says so.
@@ -62,31 +68,22 @@ enum Never {}
 
 fn setup_and_exec(bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
     // 1. Wait until the monitor has put us in our cgroup (and, later, the network is ready).
-    let mut go = [0u8; 1];
+    let mut go = [0u8; 5];
     match rustix::io::read(&io.sync, &mut go) {
-        Ok(1) => {}
+        Ok(5) if go[0] == b'g' => {}
         // The start was abandoned: leave quietly.
         _ => unsafe { nix::libc::_exit(0) },
     }
+    let tty_size = (u16::from_be_bytes([go[1], go[2]]), u16::from_be_bytes([go[3], go[4]]));
     // The cgroup namespace is made now, so its root is the container's cgroup, not the monitor's.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
 
-    // 2. stdio.
+    // 2. stdio, for pipes (a terminal comes once the container's /dev/pts exists).
     let devnull =
         rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open /dev/null"))?;
-    if io.tty {
-        nix::unistd::setsid().map_err(setup_err("setsid"))?;
-        // SAFETY: TIOCSCTTY on a valid pty slave fd.
-        if unsafe { nix::libc::ioctl(io.stdout.as_raw_fd(), nix::libc::TIOCSCTTY, 0) } < 0 {
-            return Err(setup_err("make the pty the controlling terminal")(nix::Error::last()));
-        }
-    }
-    let stdin = io.stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd());
-    for (fd, target) in [(stdin, 0), (io.stdout.as_fd(), 1), (io.stderr.as_fd(), 2)] {
-        // SAFETY: dup2 onto the standard descriptors of this single-threaded child.
-        if unsafe { nix::libc::dup2(fd.as_raw_fd(), target) } < 0 {
-            return Err(setup_err("set up stdio")(nix::Error::last()));
-        }
+    if let ChildStdio::Pipes { stdin, stdout, stderr } = &io.stdio {
+        let stdin = stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd());
+        dup_stdio([stdin, stdout.as_fd(), stderr.as_fd()])?;
     }
 
     // 3. Nothing we mount propagates back to the host.
@@ -133,6 +130,15 @@ fn setup_and_exec(bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
     mount_in(&root, "sys", "sysfs", "sysfs", nodev_noexec | MsFlags::MS_RDONLY, None)?;
     mount_cgroups(&root, bundle.cgroup_v2)?;
     make_devices(&root)?;
+    if let ChildStdio::Console(socket) = &io.stdio {
+        let slave = open_console(&root, socket.as_fd(), tty_size)?;
+        nix::unistd::setsid().map_err(setup_err("setsid"))?;
+        // SAFETY: TIOCSCTTY on a valid pty slave fd.
+        if unsafe { nix::libc::ioctl(slave.as_raw_fd(), nix::libc::TIOCSCTTY, 0) } < 0 {
+            return Err(setup_err("make the pty the controlling terminal")(nix::Error::last()));
+        }
+        dup_stdio([slave.as_fd(), slave.as_fd(), slave.as_fd()])?;
+    }
     for (source, target) in &bundle.etc_files {
         bind_file_in(&root, source, target)?;
     }
@@ -192,6 +198,50 @@ fn setup_and_exec(bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
 
     // 10. exec.
     exec(&bundle.process.args, &env)
+}
+
+fn dup_stdio(fds: [BorrowedFd<'_>; 3]) -> Result<(), InitError> {
+    for (target, fd) in fds.into_iter().enumerate() {
+        // SAFETY: dup2 onto the standard descriptors of this single-threaded child.
+        if unsafe { nix::libc::dup2(fd.as_raw_fd(), target as i32) } < 0 {
+            return Err(setup_err("set up stdio")(nix::Error::last()));
+        }
+    }
+    Ok(())
+}
+
+/// Allocates a pty from the container's devpts, applies the initial size (before the command starts), sends
+/// the master to the monitor, and returns the slave.
+fn open_console(root: &OwnedFd, socket: BorrowedFd<'_>, (rows, cols): (u16, u16)) -> Result<OwnedFd, InitError> {
+    let pts = dir_in_root(root, "dev/pts")?;
+    let master = rfs::openat(&pts, "ptmx", OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(io_err("open /dev/pts/ptmx"))?;
+    let unlock: nix::libc::c_int = 0;
+    // SAFETY: pty ioctls on the master we just opened, with properly typed arguments.
+    let slave = unsafe {
+        if nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSPTLCK, &unlock) < 0 {
+            return Err(setup_err("unlock the pty")(nix::Error::last()));
+        }
+        if rows > 0 && cols > 0 {
+            let size = nix::libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+            nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &size);
+        }
+        let fd = nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCGPTPEER, nix::libc::O_RDWR | nix::libc::O_NOCTTY);
+        if fd < 0 {
+            return Err(setup_err("open the pty slave")(nix::Error::last()));
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    let fds = [master.as_raw_fd()];
+    nix::sys::socket::sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[std::io::IoSlice::new(b"m")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(setup_err("send the pty to the monitor"))?;
+    Ok(slave)
 }
 
 /// What runc and docker mask: kernel interfaces a container has no business reading.

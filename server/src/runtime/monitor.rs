@@ -18,7 +18,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use super::bundle::{self, Bundle, ExitInfo, MonitorInfo};
-use super::init::{self, ChildIo};
+use super::init::{self, ChildIo, ChildStdio};
 use super::logfile::{self, Stream};
 use super::protocol::{Decoder, FromMonitor, ToMonitor};
 
@@ -103,6 +103,8 @@ struct Monitor {
     stdin_queue: VecDeque<u8>,
     close_stdin_after_queue: bool,
     sync: Option<OwnedFd>,
+    /// Where the init sends the pty master it allocates (tty containers, until it arrives).
+    console: Option<UnixStream>,
     errors: Option<OwnedFd>,
     error_text: Vec<u8>,
     listener: UnixListener,
@@ -137,12 +139,10 @@ impl Monitor {
         }
         let bundle = Bundle::load(Path::new("."))?;
 
-        let (stdio, child_stdin, child_stdout, child_stderr) = if bundle.process.tty {
-            let pty = nix::pty::openpty(None, None).map_err(err("openpty"))?;
-            set_cloexec_nonblock(pty.master.as_fd(), true)?;
-            let slave = pty.slave;
-            let (a, b) = (slave.try_clone()?, slave.try_clone()?);
-            (Stdio::Pty { master: Some(pty.master) }, Some(slave), a, b)
+        let (stdio, child_stdio, console) = if bundle.process.tty {
+            let (ours, theirs) = UnixStream::pair()?;
+            ours.set_read_timeout(Some(Duration::from_secs(10)))?;
+            (Stdio::Pty { master: None }, ChildStdio::Console(theirs.into()), Some(ours))
         } else {
             let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(err("pipe"))?;
             let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(err("pipe"))?;
@@ -156,7 +156,8 @@ impl Monitor {
             } else {
                 (None, None)
             };
-            (Stdio::Pipes { stdin: stdin_monitor, stdout: Some(out_r), stderr: Some(err_r) }, stdin_child, out_w, err_w)
+            let stdio = Stdio::Pipes { stdin: stdin_monitor, stdout: Some(out_r), stderr: Some(err_r) };
+            (stdio, ChildStdio::Pipes { stdin: stdin_child, stdout: out_w, stderr: err_w }, None)
         };
         let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
         let (errors_r, errors_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
@@ -176,18 +177,11 @@ impl Monitor {
             // The child dies with its monitor.
             // SAFETY: prctl in the child.
             unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
-            let io = ChildIo {
-                stdin: child_stdin,
-                stdout: child_stdout,
-                stderr: child_stderr,
-                tty: bundle.process.tty,
-                sync: sync_r,
-                errors: errors_w,
-            };
+            let io = ChildIo { stdio: child_stdio, sync: sync_r, errors: errors_w };
             init::run(&bundle, io);
         }
         let init_pid = pid as i32;
-        drop((child_stdin, child_stdout, child_stderr, sync_r, errors_w));
+        drop((child_stdio, sync_r, errors_w));
         // SAFETY: pidfd_open on our own child.
         let pidfd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, init_pid, 0) };
         if pidfd < 0 {
@@ -218,6 +212,7 @@ impl Monitor {
             stdin_queue: VecDeque::new(),
             close_stdin_after_queue: false,
             sync: Some(sync_w),
+            console,
             errors: Some(errors_r),
             error_text: Vec::new(),
             listener,
@@ -457,9 +452,12 @@ impl Monitor {
                 if self.started {
                     return;
                 }
-                self.resize(rows, cols);
                 if let Some(sync) = self.sync.take() {
-                    let _ = rustix::io::write(&sync, b"g");
+                    let (r, c) = (rows.to_be_bytes(), cols.to_be_bytes());
+                    let _ = rustix::io::write(&sync, &[b'g', r[0], r[1], c[0], c[1]]);
+                }
+                if let Some(console) = self.console.take() {
+                    self.receive_console(&console);
                 }
                 self.started = true;
                 self.broadcast(&FromMonitor::Started { pid: self.init_pid }.encode(), false);
@@ -480,6 +478,30 @@ impl Monitor {
                 unsafe {
                     nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), sig, 0usize, 0u32)
                 };
+            }
+        }
+    }
+
+    /// Takes the pty master the init allocated inside the container. If the init fails before sending it,
+    /// the socket closes and the container runs without output (its error is reported on exit).
+    fn receive_console(&mut self, console: &UnixStream) {
+        let mut byte = [0u8; 1];
+        let mut iov = [io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!(RawFd);
+        let flags = nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC;
+        let Ok(msg) = nix::sys::socket::recvmsg::<()>(console.as_raw_fd(), &mut iov, Some(&mut space), flags) else {
+            return;
+        };
+        let Ok(cmsgs) = msg.cmsgs() else { return };
+        for cmsg in cmsgs {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: the kernel just gave us this descriptor.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    if let (Stdio::Pty { master }, Ok(())) = (&mut self.stdio, set_cloexec_nonblock(fd.as_fd(), true)) {
+                        *master = Some(fd);
+                    }
+                }
             }
         }
     }
