@@ -14,11 +14,11 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, Uid, XattrFlags,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use tar::EntryType;
+
+use crate::fsroot::{DIR_OPEN, DIR_PATH, open_in_root, open_or_create_dirs};
 
 /// Bounds on what one layer may contain.
 #[derive(Debug, Clone)]
@@ -110,8 +110,6 @@ const COPY_BUFFER: usize = 256 * 1024;
 const MAX_NOTES: usize = 100;
 /// Longest entry name shown in errors and notes, in characters.
 const SHOWN_NAME_MAX: usize = 256;
-/// How often `openat2` is retried when the kernel asks for it (`EAGAIN`).
-const OPENAT2_RETRIES: usize = 16;
 
 /// An OCI opaque-directory marker's name.
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -125,11 +123,6 @@ const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 /// PAX record key prefix of GNU's PAX-format sparse files, which the tar crate does not expand.
 const PAX_SPARSE_PREFIX: &[u8] = b"GNU.sparse.";
-
-/// Flags for a directory handle used only to anchor `*at()` calls.
-const DIR_PATH: OFlags = OFlags::PATH.union(OFlags::DIRECTORY);
-/// Flags for opening an existing directory (never a symlink) to change its metadata or list it.
-const DIR_OPEN: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 /// One pass over a layer's entries, writing them below `root`.
 struct Unpacker<'a> {
@@ -701,57 +694,6 @@ fn set_owner_and_mode(fd: BorrowedFd<'_>, meta: &Meta, shown: &str) -> Result<()
 /// Access and modification time both set to `mtime`.
 fn times(mtime: Timespec) -> Timestamps {
     Timestamps { last_access: mtime, last_modification: mtime }
-}
-
-/// Opens `path` (relative, normalized; empty for the root itself) with every component resolved
-/// inside `root`: `..`, absolute symlinks and relative symlinks cannot leave it, and /proc-style
-/// magic links are refused.
-fn open_in_root(root: BorrowedFd<'_>, path: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
-    let path = if path.is_empty() { b".".as_slice() } else { path };
-    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let mut retries = 0;
-    loop {
-        // EAGAIN means a concurrent rename somewhere raced the lookup; simply try again.
-        match rfs::openat2(root, path, flags | OFlags::CLOEXEC, Mode::empty(), resolve) {
-            Err(Errno::AGAIN) if retries < OPENAT2_RETRIES => retries += 1,
-            result => return result,
-        }
-    }
-}
-
-/// Opens directory `path` inside `root`, first creating any missing component, one step at a time
-/// and each step resolved inside the root, as a 0755 directory.
-fn open_or_create_dirs(root: BorrowedFd<'_>, path: &[u8]) -> rustix::io::Result<OwnedFd> {
-    match open_in_root(root, path, DIR_PATH) {
-        Err(Errno::NOENT) => {}
-        result => return result,
-    }
-    let mut dir = open_in_root(root, b"", DIR_PATH)?;
-    let mut end = 0;
-    for component in path.split(|&b| b == b'/') {
-        end += component.len();
-        let prefix = &path[..end];
-        end += 1; // The separator before the next component.
-        dir = match open_in_root(root, prefix, DIR_PATH) {
-            Err(Errno::NOENT) => make_implicit_dir(dir.as_fd(), component)?,
-            result => result?,
-        };
-    }
-    Ok(dir)
-}
-
-/// Makes `name` in `dir` a 0755 directory whatever the umask, and opens it. Used for parents that
-/// the archive does not list; an existing name here is a symlink whose target is missing, and
-/// reported as such.
-fn make_implicit_dir(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
-    let mode = Mode::from_raw_mode(0o755);
-    match rfs::mkdirat(dir, name, mode) {
-        Err(Errno::EXIST) => return Err(Errno::NOENT),
-        result => result?,
-    }
-    let fd = rfs::openat(dir, name, DIR_OPEN, Mode::empty())?;
-    rfs::fchmod(&fd, mode)?;
-    Ok(fd)
 }
 
 /// Runs `create`; if the name is taken, removes whatever has it (a directory with everything in
