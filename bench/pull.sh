@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Pull benchmark: `cm-client pull` versus `podman pull` of the same image from a loopback registry.
+#
+#   sudo bench/pull.sh                      # 5 runs each of a ~60 MiB, 4-layer image
+#   sudo RUNS=9 MB=200 LAYERS=8 bench/pull.sh
+#   sudo KEEP_LOGS=1 bench/pull.sh          # keep the registry, cm-server and podman logs afterwards
+#
+# One registry (cm-fixture registry, i.e. Debian's docker-registry) serves one bench image: busybox plus
+# LAYERS gzip layers of incompressible data, MB MiB compressed in total. Each run removes the image and
+# pulls it again, so every run downloads, verifies and unpacks every layer; cm and podman runs alternate
+# (cm 1, podman 1, cm 2, ...) to spread machine noise over both. One untimed warm-up pull per tool
+# comes first (binaries, registry blobs in the page cache). Each timed pull is preceded by an untimed
+# `sync`, so pending writeback does not land on the run; nothing else is flushed or dropped (no cache
+# dropping), and neither tool's own fsync behaviour is changed. A run is the wall-clock time of the
+# client command, from start to exit.
+#
+# podman runs as root with a throwaway store (--root/--runroot/--tmpdir and a storage.conf of its own
+# under the temp dir). Some paths podman 4 writes whatever its flags say (/var/lib/containers/cache,
+# /etc/containers/networks, /etc/cni/net.d/cni.lock, /run/containers) are covered by overlays whose
+# upper layers live in the temp dir, in a private mount namespace the whole script runs in: nothing
+# on the machine is written, and every mount disappears with the script. Only pulls, no containers.
+# Everything (processes, mounts, temp dirs) is cleaned up on exit. Report on stdout, progress on stderr.
+# Needs root, podman (scripts/install-deps --bench), curl, unshare and Debian's docker-registry.
+set -euo pipefail
+shopt -s inherit_errexit   # command substitutions ($(timed_pull ...)) stop at errors too
+
+[ "$(id -u)" = 0 ] || { echo "pull.sh: run as root (sudo bench/pull.sh): cm-server and podman need it" >&2; exit 1; }
+# Re-run this script in a private mount namespace (same pid: unshare execs it) for the overlays below.
+if [ -z "${CM_BENCH_MOUNT_NS:-}" ]; then
+    CM_BENCH_MOUNT_NS=1 exec unshare --mount --propagation private -- "$BASH" "$0" "$@"
+fi
+
+RUNS="${RUNS:-5}"
+MB="${MB:-60}"
+LAYERS="${LAYERS:-4}"
+KEEP_LOGS="${KEEP_LOGS:-0}"
+
+cd "$(dirname "$0")/.." || exit 1
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/cm-target}"
+BIN="$CARGO_TARGET_DIR/release"
+REPO_TAG="bench/image:latest"
+
+log() { echo "pull.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for n in RUNS MB LAYERS; do
+    [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
+done
+command -v podman >/dev/null || die "podman is missing: run scripts/install-deps --bench"
+command -v curl >/dev/null || die "curl is missing: run scripts/install-deps"
+
+# --- binaries -------------------------------------------------------------------------------------
+if [ ! -x "$BIN/cm-server" ] || [ ! -x "$BIN/cm-client" ] || [ ! -x "$BIN/cm-fixture" ]; then
+    log "building cm (cargo build --release --workspace --bins)"
+    cargo build --release --workspace --bins >&2
+fi
+
+# --- temp dir and cleanup -------------------------------------------------------------------------
+TMP="$(mktemp -d /tmp/cm-bench-pull.XXXXXX)"
+REGISTRY_PID=""
+SERVER_PID=""
+PODMAN=()   # the podman command line with its isolated store, once chosen
+OVERLAYS=() # the machine directories overlaid in this mount namespace
+
+# Stops a background process we started: SIGTERM, up to 5 s of grace, then SIGKILL.
+stop_pid() {
+    local pid="$1" i
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Unmounts everything mounted under $TMP (podman's overlay driver bind-mounts its home onto itself),
+# deepest first.
+unmount_tmp() {
+    local mp
+    awk -v tmp="$TMP/" 'index($5, tmp) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+        while read -r mp; do
+            umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || log "warning: could not unmount $mp"
+        done
+}
+
+cleanup() {
+    local status=$? i
+    set +e
+    trap - EXIT INT TERM
+    stop_pid "$SERVER_PID"
+    if [ ${#PODMAN[@]} -gt 0 ]; then
+        "${PODMAN[@]}" rmi -a -f >/dev/null 2>&1
+    fi
+    stop_pid "$REGISTRY_PID"
+    unmount_tmp
+    for ((i = ${#OVERLAYS[@]} - 1; i >= 0; i--)); do
+        umount "${OVERLAYS[i]}" 2>/dev/null || umount -l "${OVERLAYS[i]}" 2>/dev/null
+    done
+    if [ "$status" != 0 ] || [ "$KEEP_LOGS" = 1 ]; then
+        local keep
+        keep="$(mktemp -d /tmp/cm-bench-pull-logs.XXXXXX)"
+        cp "$TMP"/*.log "$keep"/ 2>/dev/null
+        log "logs kept in $keep"
+    fi
+    # --one-file-system: should an unmount have failed, never delete through a mount point.
+    rm -rf --one-file-system "$TMP"
+    [ -e "$TMP" ] && log "warning: $TMP could not be removed entirely"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Prints the last lines of a log file to stderr (for error messages).
+tail_log() { log "last lines of $1:"; tail -n 20 "$1" >&2 || true; }
+
+now_ns() { date +%s%N; }
+
+# --- registry -------------------------------------------------------------------------------------
+# True when something listens on 127.0.0.1:$1 or 0.0.0.0:$1 (IPv4; /proc/net/tcp, state 0A = LISTEN).
+port_in_use() {
+    local hex
+    hex="$(printf '%04X' "$1")"
+    awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
+        /proc/net/tcp
+}
+
+# Picks a free port, starts the registry there and waits for it; retries when another process grabbed
+# the port in between (the registry then exits with "address already in use").
+start_registry() {
+    local attempt port
+    for attempt in 1 2 3 4 5; do
+        port=$((20000 + RANDOM % 40000))
+        port_in_use "$port" && continue
+        "$BIN/cm-fixture" registry --dir "$TMP/registry" --port "$port" >/dev/null 2>"$TMP/registry.log" &
+        REGISTRY_PID=$!   # cm-fixture execs docker-registry: this is the registry's pid
+        if "$BIN/cm-fixture" wait-registry --registry "127.0.0.1:$port" >/dev/null 2>&1 &&
+            kill -0 "$REGISTRY_PID" 2>/dev/null; then
+            REGISTRY="127.0.0.1:$port"
+            return 0
+        fi
+        log "registry on port $port did not come up (attempt $attempt)"
+        stop_pid "$REGISTRY_PID"
+        REGISTRY_PID=""
+    done
+    tail_log "$TMP/registry.log"
+    die "could not start the registry (cm-fixture registry; needs Debian's docker-registry)"
+}
+
+start_registry
+REF="$REGISTRY/$REPO_TAG"
+log "registry on $REGISTRY; pushing a $MB MiB, $LAYERS-layer bench image"
+"$BIN/cm-fixture" push --registry "$REGISTRY" --image bench --mb "$MB" --layers "$LAYERS" --name "$REPO_TAG" \
+    >"$TMP/push.log" 2>&1 || { tail_log "$TMP/push.log"; die "pushing the bench image failed"; }
+
+# What a pull downloads: the sum of the manifest's sizes (config + every layer, compressed).
+manifest="$(curl -fsS \
+    -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$REGISTRY/v2/${REPO_TAG%:*}/manifests/${REPO_TAG##*:}")"
+IMAGE_BYTES="$(grep -o '"size": *[0-9]*' <<<"$manifest" | awk -F: '{ s += $2 } END { print s + 0 }')"
+IMAGE_LAYERS="$(grep -o '"digest"' <<<"$manifest" | awk 'END { print NR - 1 }')"   # minus the config
+[ "$IMAGE_BYTES" -gt 0 ] || die "could not read the image size from the manifest"
+
+# --- cm-server ------------------------------------------------------------------------------------
+CM_HOST="unix:$TMP/cm.sock"
+cm() { "$BIN/cm-client" --host "$CM_HOST" "$@"; }
+
+"$BIN/cm-server" --root "$TMP/cm-root" --listen "$CM_HOST" >"$TMP/cm-server.log" 2>&1 &
+SERVER_PID=$!
+for ((i = 0; ; i++)); do
+    cm images >/dev/null 2>&1 && break
+    if ! kill -0 "$SERVER_PID" 2>/dev/null || [ "$i" -ge 100 ]; then
+        tail_log "$TMP/cm-server.log"
+        die "cm-server did not come up on $CM_HOST"
+    fi
+    sleep 0.1
+done
+
+# Removes the image from cm's store if it is there; rmi also garbage-collects its blobs and snapshots,
+# so the next pull downloads and unpacks everything again.
+cm_reset() {
+    if cm image inspect "$REF" >/dev/null 2>&1; then
+        cm rmi "$REF" >/dev/null 2>&1 || true
+        ! cm image inspect "$REF" >/dev/null 2>&1 || die "cm-client rmi left the image in cm's store"
+    fi
+}
+cm_pull() { cm pull "$REF" >/dev/null; }
+
+# --- podman ---------------------------------------------------------------------------------------
+# Overlays on the machine-wide directories podman writes to regardless of --root (see the top): in
+# this mount namespace, writes there land in $TMP/host-overlays; the real directories stay untouched.
+# (An overlay hides mounts below its directory; no tool here needs any under /etc, /var/lib or /run.)
+for dir in /etc /var/lib /run; do
+    upper="$TMP/host-overlays/${dir//\//_}"
+    mkdir -p "$upper/upper" "$upper/work"
+    mount -t overlay overlay -o "lowerdir=$dir,upperdir=$upper/upper,workdir=$upper/work" "$dir" ||
+        die "could not mount an overlay on $dir (needed to keep podman's writes off the machine)"
+    OVERLAYS+=("$dir")
+done
+
+# A store of podman's own: its storage.conf replaces the machine's (no mount_program, no additional
+# image stores), and --root/--runroot/--tmpdir/TMPDIR keep every file it writes under $TMP.
+podman_cmd() {
+    local driver="$1" dir="$TMP/podman-$1"
+    mkdir -p "$dir/tmp"
+    printf '[storage]\ndriver = "%s"\nrunroot = "%s"\ngraphroot = "%s"\n' \
+        "$driver" "$dir/run" "$dir/root" >"$dir/storage.conf"
+    PODMAN=(env "CONTAINERS_STORAGE_CONF=$dir/storage.conf" "TMPDIR=$dir/tmp"
+        podman --root "$dir/root" --runroot "$dir/run" --tmpdir "$dir/tmp" --storage-driver "$driver"
+        --events-backend none --cgroup-manager cgroupfs)
+}
+podman_reset() {
+    local left
+    "${PODMAN[@]}" rmi -a -f >/dev/null 2>&1 || true
+    left="$("${PODMAN[@]}" images -q)" || die "podman images failed"
+    [ -z "$left" ] || die "podman rmi -a -f left images in podman's store"
+}
+podman_pull() { "${PODMAN[@]}" pull --tls-verify=false "$REF" >>"$TMP/podman.log" 2>&1; }
+
+# Check podman once (this is also its warm-up pull): overlay first, vfs if overlay does not work here.
+DRIVER=overlay
+podman_cmd overlay
+if ! podman_pull; then
+    tail_log "$TMP/podman.log"
+    log "podman with the overlay driver failed; falling back to vfs"
+    "${PODMAN[@]}" rmi -a -f >/dev/null 2>&1 || true   # whatever the overlay store got (its mounts: cleanup)
+    DRIVER=vfs
+    podman_cmd vfs
+    podman_pull || { tail_log "$TMP/podman.log"; die "podman pull does not work on this machine (see above)"; }
+fi
+"${PODMAN[@]}" image exists "$REF" || die "podman pull succeeded but the image is not in podman's store"
+podman_reset
+
+# cm's warm-up pull, also a check that it works.
+cm_reset
+cm_pull || { tail_log "$TMP/cm-server.log"; die "cm-client pull failed"; }
+cm image inspect "$REF" >/dev/null || die "cm-client pull succeeded but cm does not list the image"
+
+# --- the runs -------------------------------------------------------------------------------------
+# Runs one timed pull and prints its duration in nanoseconds; $1 is the tool (cm or podman).
+timed_pull() {
+    local tool="$1" t0 t1 tool_log
+    tool_log="$TMP/$([ "$tool" = cm ] && echo cm-server || echo podman).log"
+    "${tool}_reset"
+    sync
+    t0="$(now_ns)"
+    "${tool}_pull" || { tail_log "$tool_log"; die "$tool pull failed"; }
+    t1="$(now_ns)"
+    echo $((t1 - t0))
+}
+
+CM_NS=()
+PODMAN_NS=()
+secs() { awk -v ns="$1" 'BEGIN { printf "%.3f", ns / 1e9 }'; }
+list_secs() { printf '%s\n' "$@" | awk '{ printf "%s%.3f", (NR > 1 ? " " : ""), $1 / 1e9 }'; }
+for ((run = 1; run <= RUNS; run++)); do
+    CM_NS+=("$(timed_pull cm)")
+    PODMAN_NS+=("$(timed_pull podman)")
+    log "run $run/$RUNS: cm $(secs "${CM_NS[-1]}") s, podman $(secs "${PODMAN_NS[-1]}") s"
+done
+
+# Every podman run must have downloaded every blob (podman says "skipped: already exists" otherwise).
+! grep -q 'skipped: already exists' "$TMP/podman.log" || die "a podman pull reused blobs; see $TMP/podman.log"
+
+# --- report ---------------------------------------------------------------------------------------
+# Prints "min median max" in nanoseconds (the median of an even count is the mean of the middle two).
+stats() {
+    printf '%s\n' "$@" | sort -n | awk '
+        { v[NR] = $1 }
+        END {
+            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            printf "%.0f %.0f %.0f\n", v[1], m, v[NR]   # not %d: mawk clamps it to 2^31-1
+        }'
+}
+read -r CM_MIN CM_MED CM_MAX <<<"$(stats "${CM_NS[@]}")"
+read -r PM_MIN PM_MED PM_MAX <<<"$(stats "${PODMAN_NS[@]}")"
+mibps() { awk -v b="$IMAGE_BYTES" -v ns="$1" 'BEGIN { printf "%.1f MiB/s", b / 1048576 / (ns / 1e9) }'; }
+row() { echo "| $1 | $RUNS | $(secs "$2") s | $(secs "$3") s | $(secs "$4") s | $(mibps "$3") |"; }
+
+cpu="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+mem="$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+fs="$(df -PT "$TMP" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
+echo "## cm-client pull vs podman pull"
+echo
+echo "- machine: $(nproc) CPUs (${cpu:-unknown}), $mem RAM, kernel $(uname -r), store on $fs"
+echo "- image: $REF, $(awk -v b="$IMAGE_BYTES" 'BEGIN { printf "%.1f MiB", b / 1048576 }') compressed" \
+    "($IMAGE_BYTES bytes) in $IMAGE_LAYERS layers (busybox + $LAYERS incompressible gzip layers)"
+echo "- $(podman --version), storage driver $DRIVER; cm-server at default settings"
+echo "- each run pulls into an empty store (image removed before); runs interleaved; 1 untimed warm-up each"
+if [ "$DRIVER" = vfs ]; then
+    echo "- **WARNING: podman's overlay driver does not work here; podman used vfs, which copies every"
+    echo "  layer in full on top of the previous ones. That makes podman slower: an unfair comparison.**"
+fi
+echo
+echo "| tool | runs | min | median | max | throughput |"
+echo "|------|-----:|----:|-------:|----:|-----------:|"
+row "cm-client pull" "$CM_MIN" "$CM_MED" "$CM_MAX"
+row "podman pull ($DRIVER)" "$PM_MIN" "$PM_MED" "$PM_MAX"
+echo
+echo "Throughput: compressed image size / median time. Every run, in order (seconds):"
+echo "cm-client $(list_secs "${CM_NS[@]}"); podman $(list_secs "${PODMAN_NS[@]}")."
+echo
+awk -v p="$PM_MED" -v c="$CM_MED" 'BEGIN {
+    r = p / c
+    if (r >= 1) printf "cm-client pull is %.2fx faster than podman pull (median)\n", r
+    else printf "cm-client pull is %.2fx slower than podman pull (median; podman/cm = %.2f)\n", 1 / r, r
+}'
