@@ -333,7 +333,7 @@ impl Containers {
             Ok((pid, session, watcher)) => {
                 // Running is recorded before the exit watcher starts: a process that exits at once must not
                 // have its exit overwritten.
-                let _ = c.exited.send(None);
+                let _ = c.exited.send_replace(None);
                 c.update(|r| {
                     r.state = State { status: Status::Running, pid, started_unix_nanos: now_nanos(), exit: None };
                 })?;
@@ -450,7 +450,7 @@ impl Containers {
             r.state.status = Status::Stopped;
             r.state.exit = Some(record.clone());
         });
-        let _ = c.exited.send(Some(record));
+        let _ = c.exited.send_replace(Some(record));
         if c.record().config.auto_remove
             && let Err(e) = self.remove(c, true).await
         {
