@@ -2,6 +2,7 @@
 //! shared by cm-server (`--listen`) and cm-client (`--host`).
 
 pub mod address;
+pub mod units;
 
 /// Generated messages and the ContainerService client and server.
 pub mod v1 {

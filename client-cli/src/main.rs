@@ -174,11 +174,11 @@ struct ContainerOptions {
     #[arg(long)]
     hostname: Option<String>,
     /// Memory limit: a number of bytes with an optional unit b, k, m or g (1024-based), e.g. 256m.
-    #[arg(short, long, value_name = "BYTES", value_parser = spec::parse_memory)]
-    memory: Option<i64>,
+    #[arg(short, long, value_name = "BYTES", value_parser = cm_api::units::parse_memory)]
+    memory: Option<u64>,
     /// Number of CPUs, e.g. 0.5 or 2.
-    #[arg(long, value_name = "DECIMAL", value_parser = spec::parse_cpus)]
-    cpus: Option<i64>,
+    #[arg(long, value_name = "DECIMAL", value_parser = cm_api::units::parse_cpus)]
+    cpus: Option<u64>,
     /// Maximum number of processes (-1 for no limit).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pids_limit: Option<i64>,

@@ -65,8 +65,8 @@ pub fn build(o: ContainerOptions, lookup: impl Fn(&str) -> Option<String>) -> an
         tty: o.tty,
         stdin: o.interactive,
         resources: Some(pb::Resources {
-            memory_bytes: o.memory.unwrap_or(0),
-            cpu_millis: o.cpus.unwrap_or(0),
+            memory_bytes: o.memory.map_or(0, |m| m as i64),
+            cpu_millis: o.cpus.map_or(0, |c| c as i64),
             // Docker's -1 (and 0) mean no limit; so does 0 in the API.
             pids_limit: o.pids_limit.unwrap_or(0).max(0),
         }),
@@ -108,51 +108,6 @@ pub fn parse_env_file(text: &str, lookup: impl Fn(&str) -> Option<String>) -> an
         env.extend(parse_env(line, &lookup)?);
     }
     Ok(env)
-}
-
-/// `--memory`: docker's syntax, a number (decimals allowed) with an optional unit b, k, m, g, t or p and an
-/// optional trailing "b"/"ib" ("256m", "1.5g", "512mb", "1GiB"); units are powers of 1024.
-pub fn parse_memory(text: &str) -> anyhow::Result<i64> {
-    let invalid =
-        || anyhow::anyhow!("invalid size '{text}': use a number with an optional unit b, k, m or g, e.g. 256m");
-    let lower = text.trim().to_ascii_lowercase();
-    let digits_end = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(digits_end);
-    let shift = match unit.trim_start() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        "p" | "pb" | "pib" => 50,
-        _ => return Err(invalid()),
-    };
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') || number.matches('.').count() > 1 {
-        return Err(invalid());
-    }
-    let value: f64 = number.parse().map_err(|_| invalid())?;
-    let bytes = value * (1u64 << shift) as f64;
-    if bytes >= i64::MAX as f64 {
-        bail!("invalid size '{text}': too large");
-    }
-    Ok(bytes as i64)
-}
-
-/// `--cpus`: a decimal number of CPUs, as thousandths ("0.5" is 500).
-pub fn parse_cpus(text: &str) -> anyhow::Result<i64> {
-    let cpus: f64 =
-        text.trim().parse().map_err(|_| anyhow::anyhow!("invalid number of CPUs '{text}', e.g. 0.5 or 2"))?;
-    if !cpus.is_finite() || cpus < 0.0 {
-        bail!("invalid number of CPUs '{text}': it must be a positive number");
-    }
-    let millis = (cpus * 1000.0).round();
-    if cpus > 0.0 && millis < 1.0 {
-        bail!("invalid number of CPUs '{text}': the smallest limit is 0.001");
-    }
-    if millis >= i64::MAX as f64 {
-        bail!("invalid number of CPUs '{text}': too large");
-    }
-    Ok(millis as i64)
 }
 
 /// `--workdir`: must be absolute, as docker requires.
@@ -317,38 +272,6 @@ mod tests {
         let cli = Cli::try_parse_from(["cm-client", "run"].iter().chain(args)).unwrap();
         let Command::Run(run) = cli.command else { panic!("not a run command") };
         build(run.container, |key| (key == "HOME").then(|| "/home/me".to_string())).unwrap()
-    }
-
-    #[test]
-    fn memory_takes_docker_units_in_powers_of_1024() {
-        assert_eq!(parse_memory("512").unwrap(), 512);
-        assert_eq!(parse_memory("100b").unwrap(), 100);
-        assert_eq!(parse_memory("4k").unwrap(), 4096);
-        assert_eq!(parse_memory("256m").unwrap(), 256 << 20);
-        assert_eq!(parse_memory("256M").unwrap(), 256 << 20);
-        assert_eq!(parse_memory("256mb").unwrap(), 256 << 20);
-        assert_eq!(parse_memory("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_memory("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_memory("1.5g").unwrap(), 3 << 29);
-    }
-
-    #[test]
-    fn memory_rejects_garbage() {
-        for bad in ["", "m", "abc", "12x", "1.2.3m", "-5m", ".5g", "5.g", "1 0m", "99999999999p"] {
-            assert!(parse_memory(bad).is_err(), "{bad:?} was accepted");
-        }
-        assert!(parse_memory("12x").unwrap_err().to_string().contains("invalid size '12x'"));
-    }
-
-    #[test]
-    fn cpus_become_thousandths() {
-        assert_eq!(parse_cpus("0.5").unwrap(), 500);
-        assert_eq!(parse_cpus("2").unwrap(), 2000);
-        assert_eq!(parse_cpus("1.25").unwrap(), 1250);
-        assert_eq!(parse_cpus("0").unwrap(), 0);
-        for bad in ["", "half", "-1", "NaN", "inf", "0.0001"] {
-            assert!(parse_cpus(bad).is_err(), "{bad:?} was accepted");
-        }
     }
 
     #[test]

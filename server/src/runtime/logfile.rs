@@ -25,7 +25,7 @@ pub fn write_record(out: &mut impl Write, unix_nanos: i64, stream: Stream, data:
         Stream::Stderr => 'e',
     };
     let mut buf = Vec::with_capacity(data.len() + 32);
-    write!(buf, "{unix_nanos} {s} {}\n", data.len())?;
+    writeln!(buf, "{unix_nanos} {s} {}", data.len())?;
     buf.extend_from_slice(data);
     buf.push(b'\n');
     out.write_all(&buf)
