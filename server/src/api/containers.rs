@@ -256,7 +256,7 @@ pub async fn attach(
             let out = match reader.next().await {
                 Ok(Some(FromMonitor::Stdout(d))) => frame(pb::attach_response::Frame::Stdout(d)),
                 Ok(Some(FromMonitor::Stderr(d))) => frame(pb::attach_response::Frame::Stderr(d)),
-                Ok(Some(FromMonitor::Started { .. })) => continue,
+                Ok(Some(FromMonitor::Started { .. } | FromMonitor::NoSuchExec(_))) => continue,
                 Ok(Some(FromMonitor::Exit(_))) | Ok(None) | Err(_) => break,
             };
             if tx.send(out).await.is_err() {

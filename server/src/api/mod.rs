@@ -2,6 +2,7 @@
 //! Thin by design: no Linux work happens here.
 
 mod containers;
+mod exec;
 mod images;
 mod logs;
 
@@ -119,16 +120,17 @@ impl ContainerService for ContainerApi {
         containers::attach(self.containers.clone(), request.into_inner()).await.map(Response::new)
     }
 
-    async fn exec(&self, _: Request<Streaming<pb::ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
-        Err(not_yet("Exec"))
+    async fn exec(&self, request: Request<Streaming<pb::ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
+        exec::exec(self.containers.clone(), request.into_inner()).await.map(Response::new)
     }
 
     async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
         let request = request.into_inner();
-        if !request.exec_id.is_empty() {
-            return Err(not_yet("Wait for an exec"));
-        }
         let c = self.containers.get(&request.container)?;
+        if !request.exec_id.is_empty() {
+            let status = exec::wait_exec(&self.containers, &c, &request.exec_id).await?;
+            return Ok(Response::new(pb::WaitResponse { status: Some(status) }));
+        }
         let exit = self.containers.wait(&c).await?;
         Ok(Response::new(pb::WaitResponse { status: Some(containers::exit_to_proto(&exit)) }))
     }
@@ -149,11 +151,12 @@ impl ContainerService for ContainerApi {
 
     async fn kill(&self, request: Request<pb::KillRequest>) -> Result<Response<pb::KillResponse>, Status> {
         let request = request.into_inner();
-        if !request.exec_id.is_empty() {
-            return Err(not_yet("Kill of an exec"));
-        }
         let c = self.containers.get(&request.container)?;
         let signal = if request.signal.is_empty() { "SIGKILL" } else { request.signal.as_str() };
+        if !request.exec_id.is_empty() {
+            exec::kill_exec(&self.containers, &c, &request.exec_id, signal).await?;
+            return Ok(Response::new(pb::KillResponse {}));
+        }
         self.containers.kill(&c, signal).await?;
         Ok(Response::new(pb::KillResponse {}))
     }

@@ -18,7 +18,7 @@ use crate::runtime::bundle::{self, Bundle, ExitInfo, Process, Rootfs};
 use crate::runtime::client::{self, Connection};
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
 pub use record::{
-    Config, ExitRecord, MountConfig, Network, Record, State, Status, now_nanos, parse_signal, signal_name,
+    Config, ExitRecord, MountConfig, Network, Record, State, Status, new_id, now_nanos, parse_signal, signal_name,
 };
 
 /// Errors of the container domain, each with its gRPC code.

@@ -97,3 +97,21 @@ pub struct ExitInfo {
     /// Unix time in nanoseconds.
     pub finished_unix_nanos: i64,
 }
+
+/// A process to run inside a running container (Exec).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub exec_id: String,
+    pub args: Vec<String>,
+    /// KEY=VALUE added to the container's environment.
+    pub env: Vec<String>,
+    /// Working directory; empty uses the container's.
+    pub cwd: String,
+    /// `user[:group]`; empty uses the container's.
+    pub user: String,
+    pub tty: bool,
+    pub stdin: bool,
+    /// Initial terminal size (0 = 24x80).
+    pub rows: u16,
+    pub cols: u16,
+}

@@ -13,7 +13,7 @@ use nix::sched::{CloneFlags, unshare};
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::bundle::{Bundle, MountSpec};
+use super::bundle::{Bundle, ExecSpec, MountSpec};
 use super::user;
 use crate::fsroot::{DIR_PATH, open_or_create_dirs};
 
@@ -132,11 +132,7 @@ fn setup_and_exec(bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
     make_devices(&root)?;
     if let ChildStdio::Console(socket) = &io.stdio {
         let slave = open_console(&root, socket.as_fd(), tty_size)?;
-        nix::unistd::setsid().map_err(setup_err("setsid"))?;
-        // SAFETY: TIOCSCTTY on a valid pty slave fd.
-        if unsafe { nix::libc::ioctl(slave.as_raw_fd(), nix::libc::TIOCSCTTY, 0) } < 0 {
-            return Err(setup_err("make the pty the controlling terminal")(nix::Error::last()));
-        }
+        make_controlling_terminal(&slave)?;
         dup_stdio([slave.as_fd(), slave.as_fd(), slave.as_fd()])?;
     }
     for (source, target) in &bundle.etc_files {
@@ -171,19 +167,88 @@ fn setup_and_exec(bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
             });
     }
 
-    // 8. Identity and environment.
+    // 8. Identity, environment, exec.
     nix::unistd::sethostname(&bundle.hostname).map_err(setup_err("sethostname"))?;
+    let process = &bundle.process;
+    become_and_exec(bundle, &process.user, &process.cwd, &[], &process.args, true)
+}
+
+/// Runs in a child the monitor forked (already in the container's PID namespace) to exec a process in a
+/// running container: join its cgroup and its other namespaces through the init's pidfd, set up stdio, then
+/// become the user and exec, as the init does. Never returns.
+pub fn exec_in_container(bundle: &Bundle, spec: &ExecSpec, init_pidfd: BorrowedFd<'_>, io: ChildIo) -> ! {
+    let result = (|| -> Result<Never, InitError> {
+        for procs in &bundle.cgroup_procs {
+            std::fs::write(procs, "0")
+                .map_err(|e| InitError { code: 125, message: format!("cannot join the container's cgroup: {e}") })?;
+        }
+        let mut flags =
+            nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWCGROUP;
+        if !bundle.host_network {
+            flags |= nix::libc::CLONE_NEWNET;
+        }
+        // SAFETY: setns with the init's pidfd enters all these namespaces at once; the mount namespace
+        // switch also moves our root and cwd to the container's root.
+        if unsafe { nix::libc::setns(init_pidfd.as_raw_fd(), flags) } < 0 {
+            return Err(setup_err("enter the container's namespaces")(nix::Error::last()));
+        }
+        let devnull =
+            rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open /dev/null"))?;
+        match &io.stdio {
+            ChildStdio::Pipes { stdin, stdout, stderr } => {
+                dup_stdio([stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd()), stdout.as_fd(), stderr.as_fd()])?
+            }
+            ChildStdio::Console(socket) => {
+                let root = rfs::open("/", DIR_PATH | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open /"))?;
+                let size = if spec.rows > 0 && spec.cols > 0 { (spec.rows, spec.cols) } else { (24, 80) };
+                let slave = open_console(&root, socket.as_fd(), size)?;
+                make_controlling_terminal(&slave)?;
+                dup_stdio([slave.as_fd(), slave.as_fd(), slave.as_fd()])?;
+            }
+        }
+        let user = if spec.user.is_empty() { &bundle.process.user } else { &spec.user };
+        let cwd = if spec.cwd.is_empty() { &bundle.process.cwd } else { &spec.cwd };
+        become_and_exec(bundle, user, cwd, &spec.env, &spec.args, false)
+    })();
+    let code = match result {
+        Ok(never) => match never {},
+        Err(e) => {
+            let _ = rustix::io::write(&io.errors, e.message.as_bytes());
+            e.code
+        }
+    };
+    // SAFETY: see run().
+    unsafe { nix::libc::_exit(code) }
+}
+
+/// The last steps of every container process: resolve the user from the container's own /etc/passwd and
+/// /etc/group, build the environment, enter the working directory (creating it for the main process, as
+/// docker does), drop to the user, close every inherited descriptor, exec.
+fn become_and_exec(
+    bundle: &Bundle,
+    user_spec: &str,
+    cwd: &str,
+    extra_env: &[String],
+    args: &[String],
+    create_cwd: bool,
+) -> Result<Never, InitError> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let who =
-        user::resolve(&bundle.process.user, &passwd, &group).map_err(|message| InitError { code: 125, message })?;
-    let env = process_env(bundle, &who.home);
-    let cwd = if bundle.process.cwd.is_empty() { "/" } else { bundle.process.cwd.as_str() };
+    let who = user::resolve(user_spec, &passwd, &group).map_err(|message| InitError { code: 125, message })?;
+    let mut env = process_env(bundle, &who.home);
+    for e in extra_env {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        env.retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
+        env.push(e.clone());
+    }
+    let cwd = if cwd.is_empty() { "/" } else { cwd };
     if !cwd.starts_with('/') {
         return Err(InitError { code: 125, message: format!("working directory {cwd:?} must be absolute") });
     }
-    std::fs::create_dir_all(cwd)
-        .map_err(|e| InitError { code: 125, message: format!("cannot create working directory {cwd}: {e}") })?;
+    if create_cwd {
+        std::fs::create_dir_all(cwd)
+            .map_err(|e| InitError { code: 125, message: format!("cannot create working directory {cwd}: {e}") })?;
+    }
     let groups: Vec<nix::unistd::Gid> = who.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
     let (uid, gid) = (nix::unistd::Uid::from_raw(who.uid), nix::unistd::Gid::from_raw(who.gid));
@@ -191,13 +256,19 @@ fn setup_and_exec(bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
     nix::unistd::setresuid(uid, uid, uid).map_err(setup_err("setuid"))?;
     nix::unistd::chdir(cwd)
         .map_err(|e| InitError { code: 125, message: format!("cannot enter working directory {cwd}: {e}") })?;
-
-    // 9. Nothing of the monitor's leaks past exec.
+    // Nothing of the monitor's leaks past exec.
     // SAFETY: close_range only marks descriptors close-on-exec.
     unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, nix::libc::CLOSE_RANGE_CLOEXEC) };
+    exec(args, &env)
+}
 
-    // 10. exec.
-    exec(&bundle.process.args, &env)
+fn make_controlling_terminal(slave: &OwnedFd) -> Result<(), InitError> {
+    nix::unistd::setsid().map_err(setup_err("setsid"))?;
+    // SAFETY: TIOCSCTTY on a valid pty slave fd.
+    if unsafe { nix::libc::ioctl(slave.as_raw_fd(), nix::libc::TIOCSCTTY, 0) } < 0 {
+        return Err(setup_err("make the pty the controlling terminal")(nix::Error::last()));
+    }
+    Ok(())
 }
 
 fn dup_stdio(fds: [BorrowedFd<'_>; 3]) -> Result<(), InitError> {

@@ -1,10 +1,11 @@
 //! cm-monitor: one small single-threaded process per running container. It detaches from cm-server, clones
 //! the container's init into new namespaces, places it in its cgroup, then serves its socket with a poll(2)
 //! loop: output from the container goes to the log and to attached connections, stdin and resize and signal
-//! frames go to the container. When the init exits it drains the output, records the exit status in
-//! `exit.json`, tells every connection, and exits.
+//! frames go to the container. Exec'd processes are its children too, each owned by the connection that
+//! asked for it. When the init exits it drains the output, records the exit status in `exit.json`, tells
+//! every connection, and exits.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -17,14 +18,16 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
-use super::bundle::{self, Bundle, ExitInfo, MonitorInfo};
+use super::bundle::{self, Bundle, ExecSpec, ExitInfo, MonitorInfo};
 use super::init::{self, ChildIo, ChildStdio};
 use super::logfile::{self, Stream};
 use super::protocol::{Decoder, FromMonitor, ToMonitor};
 
 /// Stdin bytes queued for the container beyond which the monitor stops reading client frames.
 const STDIN_HIGH_WATER: usize = 1 << 20;
-/// How long output is drained after the init exits.
+/// Exit statuses of finished execs kept for Wait.
+const FINISHED_EXECS_KEPT: usize = 1024;
+/// How long output is drained after a process exits.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Entry point of `cm-monitor DIR`. Prints "ok" (or the error) on stdout once the container's init exists
@@ -54,7 +57,7 @@ pub fn main(dir: &Path) -> i32 {
             let mut status = File::from(status_w);
             match Monitor::start(dir) {
                 Ok(mut monitor) => {
-                    let _ = writeln!(status, "ok {}", monitor.init_pid);
+                    let _ = writeln!(status, "ok {}", monitor.init_pid());
                     drop(status);
                     monitor.run();
                     0
@@ -72,9 +75,9 @@ pub fn main(dir: &Path) -> i32 {
     }
 }
 
-/// The monitor's ends of the container's stdio.
+/// The monitor's ends of a process's stdio.
 enum Stdio {
-    /// The master is None once the container side has closed (EOF or EIO).
+    /// The master is None until the process's own pty arrives, and again once its side closed (EOF/EIO).
     Pty {
         master: Option<OwnedFd>,
     },
@@ -85,212 +88,69 @@ enum Stdio {
     },
 }
 
-struct Client {
-    /// Stable id: clients come and go while a poll round is handled.
-    id: u64,
-    stream: UnixStream,
-    decoder: Decoder,
-    attached: bool,
-    /// The peer shut down its sending side: it still gets frames, it sends none.
-    input_closed: bool,
+/// The monitor's ends for a child it is about to create, and the child's.
+fn make_stdio(tty: bool, stdin: bool) -> io::Result<(Stdio, ChildStdio, Option<UnixStream>)> {
+    if tty {
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_read_timeout(Some(Duration::from_secs(10)))?;
+        return Ok((Stdio::Pty { master: None }, ChildStdio::Console(theirs.into()), Some(ours)));
+    }
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(err("pipe"))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(err("pipe"))?;
+    // The child's ends must block.
+    set_cloexec_nonblock(out_w.as_fd(), false)?;
+    set_cloexec_nonblock(err_w.as_fd(), false)?;
+    let (stdin_monitor, stdin_child) = if stdin {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
+        set_cloexec_nonblock(w.as_fd(), true)?;
+        (Some(w), Some(r))
+    } else {
+        (None, None)
+    };
+    let stdio = Stdio::Pipes { stdin: stdin_monitor, stdout: Some(out_r), stderr: Some(err_r) };
+    Ok((stdio, ChildStdio::Pipes { stdin: stdin_child, stdout: out_w, stderr: err_w }, None))
 }
 
-struct Monitor {
-    dir: std::path::PathBuf,
-    init_pid: i32,
+/// One process the monitor owns: the container's init or an exec.
+struct Proc {
+    pid: i32,
     pidfd: OwnedFd,
     stdio: Stdio,
     stdin_queue: VecDeque<u8>,
     close_stdin_after_queue: bool,
-    sync: Option<OwnedFd>,
-    /// Where the init sends the pty master it allocates (tty containers, until it arrives).
+    /// Where the child sends the pty master it allocates (tty processes, until it arrives).
     console: Option<UnixStream>,
+    /// Why the child could not exec (the pipe closes empty when exec succeeds).
     errors: Option<OwnedFd>,
     error_text: Vec<u8>,
-    listener: UnixListener,
-    clients: Vec<Client>,
-    next_client: u64,
-    log: io::BufWriter<File>,
-    started: bool,
     exit: Option<ExitInfo>,
 }
 
-fn err(what: &str) -> impl Fn(nix::Error) -> io::Error + '_ {
-    move |e| io::Error::other(format!("{what}: {e}"))
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
-}
-
-impl Monitor {
-    fn start(dir: &Path) -> io::Result<Monitor> {
-        nix::unistd::setsid().map_err(err("setsid"))?;
-        std::env::set_current_dir(dir)?;
-        // Our own diagnostics go to monitor.log; stdin and stdout to /dev/null.
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(bundle::MONITOR_LOG_FILE)?;
-        let null = File::options().read(true).write(true).open("/dev/null")?;
-        // SAFETY: dup2 onto our own standard descriptors.
-        unsafe {
-            nix::libc::dup2(null.as_raw_fd(), 0);
-            nix::libc::dup2(null.as_raw_fd(), 1);
-            nix::libc::dup2(log.as_raw_fd(), 2);
-            nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_IGN);
-        }
-        let bundle = Bundle::load(Path::new("."))?;
-
-        let (stdio, child_stdio, console) = if bundle.process.tty {
-            let (ours, theirs) = UnixStream::pair()?;
-            ours.set_read_timeout(Some(Duration::from_secs(10)))?;
-            (Stdio::Pty { master: None }, ChildStdio::Console(theirs.into()), Some(ours))
-        } else {
-            let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(err("pipe"))?;
-            let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(err("pipe"))?;
-            // The child's ends must block.
-            set_cloexec_nonblock(out_w.as_fd(), false)?;
-            set_cloexec_nonblock(err_w.as_fd(), false)?;
-            let (stdin_monitor, stdin_child) = if bundle.process.stdin {
-                let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
-                set_cloexec_nonblock(w.as_fd(), true)?;
-                (Some(w), Some(r))
-            } else {
-                (None, None)
-            };
-            let stdio = Stdio::Pipes { stdin: stdin_monitor, stdout: Some(out_r), stderr: Some(err_r) };
-            (stdio, ChildStdio::Pipes { stdin: stdin_child, stdout: out_w, stderr: err_w }, None)
-        };
-        let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
-        let (errors_r, errors_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
-        set_cloexec_nonblock(errors_r.as_fd(), true)?;
-
-        let mut flags =
-            nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWPID;
-        if !bundle.host_network {
-            flags |= nix::libc::CLONE_NEWNET;
-        }
-        // SAFETY: a fork-like clone (no new stack) of this single-threaded process.
-        let pid = unsafe { nix::libc::syscall(nix::libc::SYS_clone, flags | nix::libc::SIGCHLD, 0, 0, 0, 0) };
-        if pid < 0 {
-            return Err(io::Error::other(format!("clone: {}", io::Error::last_os_error())));
-        }
-        if pid == 0 {
-            // The child dies with its monitor.
-            // SAFETY: prctl in the child.
-            unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
-            let io = ChildIo { stdio: child_stdio, sync: sync_r, errors: errors_w };
-            init::run(&bundle, io);
-        }
-        let init_pid = pid as i32;
-        drop((child_stdio, sync_r, errors_w));
+impl Proc {
+    fn new(pid: i32, stdio: Stdio, console: Option<UnixStream>, errors: OwnedFd) -> io::Result<Proc> {
         // SAFETY: pidfd_open on our own child.
-        let pidfd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, init_pid, 0) };
+        let pidfd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
         if pidfd < 0 {
             let e = io::Error::last_os_error();
-            let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             return Err(io::Error::other(format!("pidfd_open: {e}")));
         }
-        // SAFETY: a new fd owned by nothing else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-        for procs in &bundle.cgroup_procs {
-            if let Err(e) = std::fs::write(procs, init_pid.to_string()) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
-                return Err(io::Error::other(format!("cannot put the container in {}: {e}", procs.display())));
-            }
-        }
-        let _ = std::fs::remove_file(bundle::SOCKET_FILE);
-        let listener = UnixListener::bind(bundle::SOCKET_FILE)?;
-        listener.set_nonblocking(true)?;
-        std::fs::set_permissions(bundle::SOCKET_FILE, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        let info = MonitorInfo { monitor_pid: std::process::id() as i32, init_pid };
-        crate::store::write_json(Path::new(bundle::MONITOR_FILE), &info)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(bundle::LOG_FILE)?;
-        Ok(Monitor {
-            dir: dir.to_path_buf(),
-            init_pid,
-            pidfd,
+        set_cloexec_nonblock(errors.as_fd(), true)?;
+        Ok(Proc {
+            pid,
+            // SAFETY: a new fd owned by nothing else.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) },
             stdio,
             stdin_queue: VecDeque::new(),
             close_stdin_after_queue: false,
-            sync: Some(sync_w),
             console,
-            errors: Some(errors_r),
+            errors: Some(errors),
             error_text: Vec::new(),
-            listener,
-            clients: Vec::new(),
-            next_client: 0,
-            log: io::BufWriter::with_capacity(64 << 10, log),
-            started: false,
             exit: None,
         })
     }
 
-    fn run(&mut self) {
-        while self.exit.is_none() {
-            if let Err(e) = self.step() {
-                eprintln!("cm-monitor {}: {e}", self.dir.display());
-            }
-        }
-        self.finish();
-    }
-
-    /// One poll round.
-    fn step(&mut self) -> io::Result<()> {
-        let (out_fd, err_fd, in_fd) = self.stdio_fds();
-        let read = PollFlags::POLLIN;
-        let mut watched: Vec<(Slot, BorrowedFd<'_>, PollFlags)> =
-            vec![(Slot::Exit, self.pidfd.as_fd(), read), (Slot::Listener, self.listener.as_fd(), read)];
-        if let Some(fd) = out_fd {
-            watched.push((Slot::Stdout, fd, read));
-        }
-        if let Some(fd) = err_fd {
-            watched.push((Slot::Stderr, fd, read));
-        }
-        if let (Some(fd), false) = (in_fd, self.stdin_queue.is_empty()) {
-            watched.push((Slot::Stdin, fd, PollFlags::POLLOUT));
-        }
-        if let Some(fd) = self.errors.as_ref() {
-            watched.push((Slot::Errors, fd.as_fd(), read));
-        }
-        if self.stdin_queue.len() < STDIN_HIGH_WATER {
-            for c in self.clients.iter().filter(|c| !c.input_closed) {
-                watched.push((Slot::Client(c.id), c.stream.as_fd(), read));
-            }
-        }
-        let slots: Vec<Slot> = watched.iter().map(|w| w.0).collect();
-        let mut pollfds: Vec<PollFd> = watched.iter().map(|(_, fd, flags)| PollFd::new(*fd, *flags)).collect();
-        match poll(&mut pollfds, PollTimeout::NONE) {
-            Err(nix::Error::EINTR) => return Ok(()),
-            Err(e) => return Err(io::Error::other(format!("poll: {e}"))),
-            Ok(_) => {}
-        }
-        let ready: Vec<Slot> = slots
-            .iter()
-            .zip(&pollfds)
-            .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(slot, _)| *slot)
-            .collect();
-        drop(pollfds);
-        let mut gone = Vec::new();
-        for slot in ready {
-            match slot {
-                Slot::Stdout => self.pump(Stream::Stdout)?,
-                Slot::Stderr => self.pump(Stream::Stderr)?,
-                Slot::Stdin => self.feed_stdin(),
-                Slot::Errors => self.read_errors(),
-                Slot::Listener => self.accept(),
-                Slot::Client(id) => {
-                    if !self.serve_client(id) {
-                        gone.push(id);
-                    }
-                }
-                Slot::Exit => self.reap(),
-            }
-        }
-        self.clients.retain(|c| !gone.contains(&c.id));
-        Ok(())
-    }
-
-    fn stdio_fds(&self) -> (Option<BorrowedFd<'_>>, Option<BorrowedFd<'_>>, Option<BorrowedFd<'_>>) {
+    fn fds(&self) -> (Option<BorrowedFd<'_>>, Option<BorrowedFd<'_>>, Option<BorrowedFd<'_>>) {
         match &self.stdio {
             Stdio::Pty { master } => (master.as_ref().map(|m| m.as_fd()), None, master.as_ref().map(|m| m.as_fd())),
             Stdio::Pipes { stdin, stdout, stderr } => (
@@ -301,31 +161,44 @@ impl Monitor {
         }
     }
 
-    /// Reads what the container wrote and passes it on. Returns at EOF (closing that stream).
-    fn pump(&mut self, stream: Stream) -> io::Result<()> {
-        let mut buf = vec![0u8; 64 << 10];
+    /// The poll entries this process needs.
+    fn watch<'a>(&'a self, who: Who, watched: &mut Vec<(Slot, BorrowedFd<'a>, PollFlags)>) {
+        let read = PollFlags::POLLIN;
+        let (out, err, input) = self.fds();
+        if self.exit.is_none() {
+            watched.push((Slot::Exit(who), self.pidfd.as_fd(), read));
+        }
+        if let Some(fd) = out {
+            watched.push((Slot::Stdout(who), fd, read));
+        }
+        if let Some(fd) = err {
+            watched.push((Slot::Stderr(who), fd, read));
+        }
+        if let (Some(fd), false) = (input, self.stdin_queue.is_empty()) {
+            watched.push((Slot::Stdin(who), fd, PollFlags::POLLOUT));
+        }
+        if let Some(fd) = self.errors.as_ref() {
+            watched.push((Slot::Errors(who), fd.as_fd(), read));
+        }
+    }
+
+    /// Reads what the process wrote: Some(data), or None when nothing came (closing the stream at EOF).
+    fn read_output(&mut self, stream: Stream) -> Option<Vec<u8>> {
         let fd = match (&self.stdio, stream) {
             (Stdio::Pty { master: Some(master) }, _) => master.as_raw_fd(),
             (Stdio::Pipes { stdout: Some(f), .. }, Stream::Stdout) => f.as_raw_fd(),
             (Stdio::Pipes { stderr: Some(f), .. }, Stream::Stderr) => f.as_raw_fd(),
-            _ => return Ok(()),
+            _ => return None,
         };
+        let mut buf = vec![0u8; 64 << 10];
         // SAFETY: reading into our own buffer from a valid fd.
         let n = unsafe { nix::libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n > 0 {
-            let data = &buf[..n as usize];
-            logfile::write_record(&mut self.log, now_nanos(), stream, data)?;
-            let frame = match stream {
-                Stream::Stdout => FromMonitor::Stdout(data.to_vec()),
-                Stream::Stderr => FromMonitor::Stderr(data.to_vec()),
-            }
-            .encode();
-            self.broadcast(&frame, true);
-            return Ok(());
+            buf.truncate(n as usize);
+            return Some(buf);
         }
-        let e = io::Error::last_os_error();
-        if n < 0 && e.kind() == io::ErrorKind::WouldBlock {
-            return Ok(());
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+            return None;
         }
         // EOF (or EIO on a pty whose other side is gone): this stream is done.
         match &mut self.stdio {
@@ -335,10 +208,9 @@ impl Monitor {
                 Stream::Stderr => *stderr = None,
             },
         }
-        Ok(())
+        None
     }
 
-    /// True while some output stream is still open.
     fn output_open(&self) -> bool {
         match &self.stdio {
             Stdio::Pty { master } => master.is_some(),
@@ -346,18 +218,17 @@ impl Monitor {
         }
     }
 
-    /// Sends a frame to every connection (only attached ones for output). Connections block, with a send
-    /// timeout: a connection that cannot take a frame in time is dropped.
-    fn broadcast(&mut self, frame: &[u8], output: bool) {
-        self.clients.retain_mut(|c| {
-            (output && !c.attached)
-                || c.stream.write_all(frame).map_err(|e| eprintln!("cm-monitor: dropping a connection: {e}")).is_ok()
-        });
+    fn queue_stdin(&mut self, data: Vec<u8>) {
+        self.stdin_queue.extend(data);
+        self.feed_stdin();
     }
 
-    /// Writes queued stdin to the container as far as it takes it.
+    /// Writes queued stdin to the process as far as it takes it.
     fn feed_stdin(&mut self) {
-        let (_, _, Some(fd)) = self.stdio_fds() else { return };
+        let (_, _, Some(fd)) = self.fds() else {
+            self.stdin_queue.clear();
+            return;
+        };
         let fd = fd.as_raw_fd();
         while !self.stdin_queue.is_empty() {
             let (front, _) = self.stdin_queue.as_slices();
@@ -365,7 +236,7 @@ impl Monitor {
             let n = unsafe { nix::libc::write(fd, front.as_ptr().cast(), front.len()) };
             if n <= 0 {
                 if io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                    // The container closed its stdin: drop what it will never read.
+                    // The process closed its stdin: drop what it will never read.
                     self.stdin_queue.clear();
                 }
                 break;
@@ -377,13 +248,19 @@ impl Monitor {
         }
     }
 
+    fn request_close_stdin(&mut self) {
+        self.close_stdin_after_queue = true;
+        if self.stdin_queue.is_empty() {
+            self.close_stdin();
+        }
+    }
+
     fn close_stdin(&mut self) {
         if let Stdio::Pipes { stdin, .. } = &mut self.stdio {
             *stdin = None;
         }
     }
 
-    /// Collects the reason the init could not start (the pipe closes empty when exec succeeds).
     fn read_errors(&mut self) {
         let Some(fd) = self.errors.as_ref() else { return };
         let mut buf = [0u8; 4096];
@@ -395,96 +272,10 @@ impl Monitor {
         }
     }
 
-    fn accept(&mut self) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-            self.next_client += 1;
-            let mut client = Client {
-                id: self.next_client,
-                stream,
-                decoder: Decoder::default(),
-                attached: false,
-                input_closed: false,
-            };
-            if self.started && client.stream.write_all(&FromMonitor::Started { pid: self.init_pid }.encode()).is_err() {
-                continue;
-            }
-            self.clients.push(client);
-        }
-    }
-
-    /// Reads and handles a connection's frames (it is readable, so the read does not block); false when it
-    /// is gone or broke the protocol.
-    fn serve_client(&mut self, id: u64) -> bool {
-        let Some(i) = self.clients.iter().position(|c| c.id == id) else { return true };
-        let mut buf = [0u8; 64 << 10];
-        let n = match io::Read::read(&mut self.clients[i].stream, &mut buf) {
-            Ok(0) => {
-                // A half-close (the server's side of a stream ended): keep sending it frames.
-                self.clients[i].input_closed = true;
-                return true;
-            }
-            Ok(n) => n,
-            Err(e) => {
-                eprintln!("cm-monitor: dropping a connection: {e}");
-                return false;
-            }
-        };
-        self.clients[i].decoder.push(&buf[..n]);
-        loop {
-            let Some(i) = self.clients.iter().position(|c| c.id == id) else { return true };
-            match self.clients[i].decoder.next_to_monitor() {
-                Ok(Some(frame)) => self.handle(i, frame),
-                Ok(None) => return true,
-                Err(e) => {
-                    eprintln!("cm-monitor: dropping a connection: {e}");
-                    return false;
-                }
-            }
-        }
-    }
-
-    fn handle(&mut self, i: usize, frame: ToMonitor) {
-        match frame {
-            ToMonitor::Attach => self.clients[i].attached = true,
-            ToMonitor::Start { rows, cols } => {
-                if self.started {
-                    return;
-                }
-                if let Some(sync) = self.sync.take() {
-                    let (r, c) = (rows.to_be_bytes(), cols.to_be_bytes());
-                    let _ = rustix::io::write(&sync, &[b'g', r[0], r[1], c[0], c[1]]);
-                }
-                if let Some(console) = self.console.take() {
-                    self.receive_console(&console);
-                }
-                self.started = true;
-                self.broadcast(&FromMonitor::Started { pid: self.init_pid }.encode(), false);
-            }
-            ToMonitor::Stdin(data) => {
-                self.stdin_queue.extend(data);
-                self.feed_stdin();
-            }
-            ToMonitor::CloseStdin => {
-                self.close_stdin_after_queue = true;
-                if self.stdin_queue.is_empty() {
-                    self.close_stdin();
-                }
-            }
-            ToMonitor::Resize { rows, cols } => self.resize(rows, cols),
-            ToMonitor::Signal(sig) => {
-                // SAFETY: pidfd_send_signal on our own child's pidfd: never hits a recycled pid.
-                unsafe {
-                    nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), sig, 0usize, 0u32)
-                };
-            }
-        }
-    }
-
-    /// Takes the pty master the init allocated inside the container. If the init fails before sending it,
-    /// the socket closes and the container runs without output (its error is reported on exit).
-    fn receive_console(&mut self, console: &UnixStream) {
+    /// Takes the pty master the child allocated inside the container. If the child fails before sending
+    /// it, the socket closes and the process runs without output (its error is reported on exit).
+    fn receive_console(&mut self) {
+        let Some(console) = self.console.take() else { return };
         let mut byte = [0u8; 1];
         let mut iov = [io::IoSliceMut::new(&mut byte)];
         let mut space = nix::cmsg_space!(RawFd);
@@ -514,14 +305,21 @@ impl Monitor {
         }
     }
 
-    /// The init exited: collect its status.
+    fn signal(&self, sig: i32) {
+        if self.exit.is_none() {
+            // SAFETY: pidfd_send_signal on our own child's pidfd: never hits a recycled pid.
+            unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), sig, 0usize, 0u32) };
+        }
+    }
+
+    /// Collects the exit status once the pidfd says the process ended.
     fn reap(&mut self) {
-        let status = match waitpid(Pid::from_raw(self.init_pid), Some(WaitPidFlag::WNOHANG)) {
+        let status = match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => (code, 0),
             Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, sig as i32),
             Ok(_) => return,
             Err(e) => {
-                eprintln!("cm-monitor: waitpid: {e}");
+                eprintln!("cm-monitor: waitpid {}: {e}", self.pid);
                 (255, 0)
             }
         };
@@ -529,17 +327,20 @@ impl Monitor {
             Some(ExitInfo { code: status.0, signal: status.1, error: String::new(), finished_unix_nanos: now_nanos() });
     }
 
-    /// After the exit: drain output, record the status, tell every connection, go.
-    fn finish(&mut self) {
+    /// After the exit: the rest of the output (bounded in time) and the exec error, if any.
+    fn drain(&mut self, mut sink: impl FnMut(Stream, Vec<u8>)) -> ExitInfo {
         let deadline = Instant::now() + DRAIN_LIMIT;
         while self.output_open() && Instant::now() < deadline {
-            let (out, err, _) = self.stdio_fds();
+            let (out, err, _) = self.fds();
             let mut fds: Vec<PollFd> =
                 out.into_iter().chain(err).map(|fd| PollFd::new(fd, PollFlags::POLLIN)).collect();
             let _ = poll(&mut fds, PollTimeout::from(100u8));
             drop(fds);
-            let _ = self.pump(Stream::Stdout);
-            let _ = self.pump(Stream::Stderr);
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                if let Some(data) = self.read_output(stream) {
+                    sink(stream, data);
+                }
+            }
         }
         while self.errors.is_some() {
             self.read_errors();
@@ -547,13 +348,470 @@ impl Monitor {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let _ = self.log.flush();
-        let mut exit = self.exit.take().unwrap_or_default();
+        let mut exit = self.exit.clone().unwrap_or_default();
         exit.error = String::from_utf8_lossy(&self.error_text).trim().to_string();
+        exit
+    }
+}
+
+struct Client {
+    /// Stable id: clients come and go while a poll round is handled.
+    id: u64,
+    stream: UnixStream,
+    decoder: Decoder,
+    attached: bool,
+    /// The peer shut down its sending side: it still gets frames, it sends none.
+    input_closed: bool,
+    /// The exec this connection started and owns.
+    exec: Option<u64>,
+}
+
+/// A process started by Exec.
+struct Exec {
+    key: u64,
+    id: String,
+    proc: Proc,
+    /// The connection that owns it (gets its output and exit).
+    owner: u64,
+    /// Connections waiting for its exit (WaitExec).
+    waiters: Vec<u64>,
+}
+
+/// Which process a poll slot belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Init,
+    Exec(u64),
+}
+
+struct Monitor {
+    dir: std::path::PathBuf,
+    bundle: Bundle,
+    init: Proc,
+    sync: Option<OwnedFd>,
+    started: bool,
+    execs: Vec<Exec>,
+    next_exec: u64,
+    /// Exit statuses of execs that ended, by exec id (bounded).
+    finished_execs: HashMap<String, ExitInfo>,
+    /// Forks land in the container's PID namespace once the first exec joined it.
+    in_container_pidns: bool,
+    listener: UnixListener,
+    clients: Vec<Client>,
+    next_client: u64,
+    log: io::BufWriter<File>,
+}
+
+fn err(what: &str) -> impl Fn(nix::Error) -> io::Error + '_ {
+    move |e| io::Error::other(format!("{what}: {e}"))
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl Monitor {
+    fn start(dir: &Path) -> io::Result<Monitor> {
+        nix::unistd::setsid().map_err(err("setsid"))?;
+        std::env::set_current_dir(dir)?;
+        // Our own diagnostics go to monitor.log; stdin and stdout to /dev/null.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(bundle::MONITOR_LOG_FILE)?;
+        let null = File::options().read(true).write(true).open("/dev/null")?;
+        // SAFETY: dup2 onto our own standard descriptors; SIGPIPE ignored so a gone peer is an EPIPE error.
+        unsafe {
+            nix::libc::dup2(null.as_raw_fd(), 0);
+            nix::libc::dup2(null.as_raw_fd(), 1);
+            nix::libc::dup2(log.as_raw_fd(), 2);
+            nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_IGN);
+        }
+        let bundle = Bundle::load(Path::new("."))?;
+        let (stdio, child_stdio, console) = make_stdio(bundle.process.tty, bundle.process.stdin)?;
+        let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
+        let (errors_r, errors_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
+
+        let mut flags =
+            nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWPID;
+        if !bundle.host_network {
+            flags |= nix::libc::CLONE_NEWNET;
+        }
+        // SAFETY: a fork-like clone (no new stack) of this single-threaded process.
+        let pid = unsafe { nix::libc::syscall(nix::libc::SYS_clone, flags | nix::libc::SIGCHLD, 0, 0, 0, 0) };
+        if pid < 0 {
+            return Err(io::Error::other(format!("clone: {}", io::Error::last_os_error())));
+        }
+        if pid == 0 {
+            // The child dies with its monitor.
+            // SAFETY: prctl in the child.
+            unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
+            init::run(&bundle, ChildIo { stdio: child_stdio, sync: sync_r, errors: errors_w });
+        }
+        drop((child_stdio, sync_r, errors_w));
+        let init = Proc::new(pid as i32, stdio, console, errors_r)?;
+        for procs in &bundle.cgroup_procs {
+            if let Err(e) = std::fs::write(procs, init.pid.to_string()) {
+                init.signal(nix::libc::SIGKILL);
+                return Err(io::Error::other(format!("cannot put the container in {}: {e}", procs.display())));
+            }
+        }
+        let _ = std::fs::remove_file(bundle::SOCKET_FILE);
+        let listener = UnixListener::bind(bundle::SOCKET_FILE)?;
+        listener.set_nonblocking(true)?;
+        std::fs::set_permissions(bundle::SOCKET_FILE, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let info = MonitorInfo { monitor_pid: std::process::id() as i32, init_pid: init.pid };
+        crate::store::write_json(Path::new(bundle::MONITOR_FILE), &info)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(bundle::LOG_FILE)?;
+        Ok(Monitor {
+            dir: dir.to_path_buf(),
+            bundle,
+            init,
+            sync: Some(sync_w),
+            started: false,
+            execs: Vec::new(),
+            next_exec: 0,
+            finished_execs: HashMap::new(),
+            in_container_pidns: false,
+            listener,
+            clients: Vec::new(),
+            next_client: 0,
+            log: io::BufWriter::with_capacity(64 << 10, log),
+        })
+    }
+
+    fn init_pid(&self) -> i32 {
+        self.init.pid
+    }
+
+    fn run(&mut self) {
+        while self.init.exit.is_none() {
+            if let Err(e) = self.step() {
+                eprintln!("cm-monitor {}: {e}", self.dir.display());
+            }
+        }
+        self.finish();
+    }
+
+    fn proc_mut(&mut self, who: Who) -> Option<&mut Proc> {
+        match who {
+            Who::Init => Some(&mut self.init),
+            Who::Exec(key) => self.execs.iter_mut().find(|e| e.key == key).map(|e| &mut e.proc),
+        }
+    }
+
+    /// One poll round.
+    fn step(&mut self) -> io::Result<()> {
+        let read = PollFlags::POLLIN;
+        let mut watched: Vec<(Slot, BorrowedFd<'_>, PollFlags)> = vec![(Slot::Listener, self.listener.as_fd(), read)];
+        self.init.watch(Who::Init, &mut watched);
+        for e in &self.execs {
+            e.proc.watch(Who::Exec(e.key), &mut watched);
+        }
+        let stdin_backlog =
+            self.init.stdin_queue.len() + self.execs.iter().map(|e| e.proc.stdin_queue.len()).sum::<usize>();
+        if stdin_backlog < STDIN_HIGH_WATER {
+            for c in self.clients.iter().filter(|c| !c.input_closed) {
+                watched.push((Slot::Client(c.id), c.stream.as_fd(), read));
+            }
+        }
+        let slots: Vec<Slot> = watched.iter().map(|w| w.0).collect();
+        let mut pollfds: Vec<PollFd> = watched.iter().map(|(_, fd, flags)| PollFd::new(*fd, *flags)).collect();
+        match poll(&mut pollfds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => return Ok(()),
+            Err(e) => return Err(io::Error::other(format!("poll: {e}"))),
+            Ok(_) => {}
+        }
+        let ready: Vec<Slot> = slots
+            .iter()
+            .zip(&pollfds)
+            .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(slot, _)| *slot)
+            .collect();
+        drop(pollfds);
+        let mut gone = Vec::new();
+        for slot in ready {
+            match slot {
+                Slot::Stdout(who) => self.pump(who, Stream::Stdout)?,
+                Slot::Stderr(who) => self.pump(who, Stream::Stderr)?,
+                Slot::Stdin(who) => {
+                    if let Some(p) = self.proc_mut(who) {
+                        p.feed_stdin();
+                    }
+                }
+                Slot::Errors(who) => {
+                    if let Some(p) = self.proc_mut(who) {
+                        p.read_errors();
+                    }
+                }
+                Slot::Listener => self.accept(),
+                Slot::Client(id) => {
+                    if !self.serve_client(id) {
+                        gone.push(id);
+                    }
+                }
+                Slot::Exit(Who::Init) => self.init.reap(),
+                Slot::Exit(Who::Exec(key)) => self.exec_exited(key),
+            }
+        }
+        self.clients.retain(|c| !gone.contains(&c.id));
+        Ok(())
+    }
+
+    /// Passes output on: the init's to the log and attached connections, an exec's to its owner.
+    fn pump(&mut self, who: Who, stream: Stream) -> io::Result<()> {
+        let Some(data) = self.proc_mut(who).and_then(|p| p.read_output(stream)) else { return Ok(()) };
+        self.deliver(who, stream, data)
+    }
+
+    fn deliver(&mut self, who: Who, stream: Stream, data: Vec<u8>) -> io::Result<()> {
+        if who == Who::Init {
+            logfile::write_record(&mut self.log, now_nanos(), stream, &data)?;
+        }
+        let frame = match stream {
+            Stream::Stdout => FromMonitor::Stdout(data),
+            Stream::Stderr => FromMonitor::Stderr(data),
+        }
+        .encode();
+        match who {
+            Who::Init => self.broadcast(&frame, true),
+            Who::Exec(key) => {
+                if let Some(owner) = self.execs.iter().find(|e| e.key == key).map(|e| e.owner) {
+                    self.send_to(&[owner], &frame);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a frame to every connection (only attached ones, for output). Connections block, with a send
+    /// timeout: a connection that cannot take a frame in time is dropped.
+    fn broadcast(&mut self, frame: &[u8], output: bool) {
+        self.clients.retain_mut(|c| {
+            (output && !c.attached)
+                || c.stream.write_all(frame).map_err(|e| eprintln!("cm-monitor: dropping a connection: {e}")).is_ok()
+        });
+    }
+
+    fn send_to(&mut self, ids: &[u64], frame: &[u8]) {
+        self.clients.retain_mut(|c| {
+            !ids.contains(&c.id)
+                || c.stream.write_all(frame).map_err(|e| eprintln!("cm-monitor: dropping a connection: {e}")).is_ok()
+        });
+    }
+
+    fn accept(&mut self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+            self.next_client += 1;
+            self.clients.push(Client {
+                id: self.next_client,
+                stream,
+                decoder: Decoder::default(),
+                attached: false,
+                input_closed: false,
+                exec: None,
+            });
+        }
+    }
+
+    /// Reads and handles a connection's frames (it is readable, so the read does not block); false when it
+    /// is gone or broke the protocol.
+    fn serve_client(&mut self, id: u64) -> bool {
+        let Some(i) = self.clients.iter().position(|c| c.id == id) else { return true };
+        let mut buf = [0u8; 64 << 10];
+        let n = match io::Read::read(&mut self.clients[i].stream, &mut buf) {
+            Ok(0) => {
+                // A half-close (the server's side of a stream ended): keep sending it frames.
+                self.clients[i].input_closed = true;
+                return true;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("cm-monitor: dropping a connection: {e}");
+                return false;
+            }
+        };
+        self.clients[i].decoder.push(&buf[..n]);
+        loop {
+            let Some(i) = self.clients.iter().position(|c| c.id == id) else { return true };
+            match self.clients[i].decoder.next_to_monitor() {
+                Ok(Some(frame)) => self.handle(id, frame),
+                Ok(None) => return true,
+                Err(e) => {
+                    eprintln!("cm-monitor: dropping a connection: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The process a connection's stdin, resize and signal frames go to: its exec, or the init.
+    fn target(&self, client: u64) -> Who {
+        self.clients.iter().find(|c| c.id == client).and_then(|c| c.exec).map_or(Who::Init, Who::Exec)
+    }
+
+    fn handle(&mut self, client: u64, frame: ToMonitor) {
+        let who = self.target(client);
+        match frame {
+            ToMonitor::Attach => {
+                if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
+                    c.attached = true;
+                }
+            }
+            ToMonitor::Start { rows, cols } => {
+                if self.started {
+                    return;
+                }
+                if let Some(sync) = self.sync.take() {
+                    let (r, c) = (rows.to_be_bytes(), cols.to_be_bytes());
+                    let _ = rustix::io::write(&sync, &[b'g', r[0], r[1], c[0], c[1]]);
+                }
+                self.init.receive_console();
+                self.started = true;
+                self.broadcast(&FromMonitor::Started { pid: self.init_pid() }.encode(), false);
+            }
+            ToMonitor::Stdin(data) => {
+                if let Some(p) = self.proc_mut(who) {
+                    p.queue_stdin(data);
+                }
+            }
+            ToMonitor::CloseStdin => {
+                if let Some(p) = self.proc_mut(who) {
+                    p.request_close_stdin();
+                }
+            }
+            ToMonitor::Resize { rows, cols } => {
+                if let Some(p) = self.proc_mut(who) {
+                    p.resize(rows, cols);
+                }
+            }
+            ToMonitor::Signal(sig) => {
+                if let Some(p) = self.proc_mut(who) {
+                    p.signal(sig);
+                }
+            }
+            ToMonitor::Exec(spec) => self.exec(client, spec),
+            // Answered with Started { pid } (the exec exists and was signalled) or NoSuchExec.
+            ToMonitor::SignalExec { exec_id, signal } => {
+                let reply = match self.execs.iter().find(|e| e.id == exec_id) {
+                    Some(e) => {
+                        e.proc.signal(signal);
+                        FromMonitor::Started { pid: e.proc.pid }
+                    }
+                    None => FromMonitor::NoSuchExec(exec_id),
+                };
+                self.send_to(&[client], &reply.encode());
+            }
+            ToMonitor::WaitExec(exec_id) => {
+                if let Some(e) = self.execs.iter_mut().find(|e| e.id == exec_id) {
+                    e.waiters.push(client);
+                } else if let Some(exit) = self.finished_execs.get(&exec_id).cloned() {
+                    self.send_to(&[client], &FromMonitor::Exit(exit).encode());
+                } else {
+                    self.send_to(&[client], &FromMonitor::NoSuchExec(exec_id).encode());
+                }
+            }
+        }
+    }
+
+    /// Starts an exec owned by `client`; it gets Started, the output, then Exit.
+    fn exec(&mut self, client: u64, spec: ExecSpec) {
+        let result = self.spawn_exec(&spec);
+        let frame = match result {
+            Ok(proc) => {
+                self.next_exec += 1;
+                let key = self.next_exec;
+                let pid = proc.pid;
+                if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
+                    c.exec = Some(key);
+                }
+                self.execs.push(Exec { key, id: spec.exec_id.clone(), proc, owner: client, waiters: Vec::new() });
+                FromMonitor::Started { pid }
+            }
+            Err(e) => FromMonitor::Exit(ExitInfo {
+                code: 125,
+                error: format!("cannot start the process: {e}"),
+                finished_unix_nanos: now_nanos(),
+                ..Default::default()
+            }),
+        };
+        self.send_to(&[client], &frame.encode());
+    }
+
+    fn spawn_exec(&mut self, spec: &ExecSpec) -> io::Result<Proc> {
+        if self.init.exit.is_some() || !self.started {
+            return Err(io::Error::other("the container is not running"));
+        }
+        if !self.in_container_pidns {
+            // From now on our children are born in the container's PID namespace, so an exec is both in
+            // it and our own child to wait for. The monitor forks nothing else after its init.
+            // SAFETY: setns on the init's pidfd, PID namespace only.
+            if unsafe { nix::libc::setns(self.init.pidfd.as_raw_fd(), nix::libc::CLONE_NEWPID) } < 0 {
+                return Err(io::Error::other(format!("join the PID namespace: {}", io::Error::last_os_error())));
+            }
+            self.in_container_pidns = true;
+        }
+        let (stdio, child_stdio, console) = make_stdio(spec.tty, spec.stdin)?;
+        let (errors_r, errors_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
+        // SAFETY: the monitor is single-threaded, so fork is safe.
+        match unsafe { fork() }.map_err(err("fork"))? {
+            ForkResult::Child => {
+                // SAFETY: prctl in the child.
+                unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
+                let io = ChildIo { stdio: child_stdio, sync: errors_r, errors: errors_w };
+                init::exec_in_container(&self.bundle, spec, self.init.pidfd.as_fd(), io);
+            }
+            ForkResult::Parent { child } => {
+                drop((child_stdio, errors_w));
+                let mut proc = Proc::new(child.as_raw(), stdio, console, errors_r)?;
+                proc.receive_console();
+                Ok(proc)
+            }
+        }
+    }
+
+    /// An exec ended: the rest of its output and its exit go to its owner and waiters.
+    fn exec_exited(&mut self, key: u64) {
+        let Some(index) = self.execs.iter().position(|e| e.key == key) else { return };
+        self.execs[index].proc.reap();
+        if self.execs[index].proc.exit.is_none() {
+            return;
+        }
+        let mut exec = self.execs.remove(index);
+        let mut output = Vec::new();
+        let exit = exec.proc.drain(|stream, data| output.push((stream, data)));
+        // Delivered through a temporary entry so the owner still resolves.
+        let owner = exec.owner;
+        for (stream, data) in output {
+            let frame = match stream {
+                Stream::Stdout => FromMonitor::Stdout(data),
+                Stream::Stderr => FromMonitor::Stderr(data),
+            };
+            self.send_to(&[owner], &frame.encode());
+        }
+        exec.waiters.push(owner);
+        self.send_to(&exec.waiters, &FromMonitor::Exit(exit.clone()).encode());
+        if self.finished_execs.len() >= FINISHED_EXECS_KEPT {
+            self.finished_execs.clear();
+        }
+        self.finished_execs.insert(exec.id, exit);
+        for c in self.clients.iter_mut().filter(|c| c.exec == Some(key)) {
+            c.exec = None;
+        }
+    }
+
+    /// After the init's exit: drain output, record the status, tell every connection, go.
+    fn finish(&mut self) {
+        let mut output = Vec::new();
+        let exit = self.init.drain(|stream, data| output.push((stream, data)));
+        for (stream, data) in output {
+            let _ = self.deliver(Who::Init, stream, data);
+        }
+        let _ = self.log.flush();
         if let Err(e) = crate::store::write_json(Path::new(bundle::EXIT_FILE), &exit) {
             eprintln!("cm-monitor: cannot record the exit status: {e}");
         }
         let frame = FromMonitor::Exit(exit).encode();
+        // Execs died with the PID namespace; their owners learn it from the connection closing.
         self.broadcast(&frame, false);
         let _ = std::fs::remove_file(bundle::SOCKET_FILE);
     }
@@ -561,13 +819,13 @@ impl Monitor {
 
 #[derive(Clone, Copy, Debug)]
 enum Slot {
-    Exit,
     Listener,
-    Stdout,
-    Stderr,
-    Stdin,
-    Errors,
     Client(u64),
+    Exit(Who),
+    Stdout(Who),
+    Stderr(Who),
+    Stdin(Who),
+    Errors(Who),
 }
 
 fn set_cloexec_nonblock(fd: BorrowedFd<'_>, nonblock: bool) -> io::Result<()> {

@@ -1,9 +1,11 @@
 //! Frames on the monitor's unix socket: `[type: u8][length: u32 big-endian][payload]`.
 //!
 //! A connection that sends `Attach` receives the container's output from then on; every connection
-//! receives `Started` when the process starts and one `Exit`, after all output was sent.
+//! receives `Started` when the process starts and one `Exit`, after all output was sent. A connection that
+//! sends `Exec` owns that extra process instead: its stdin, resize and signal frames go to it, and it gets
+//! the process's `Started`, output and `Exit`.
 
-use super::bundle::ExitInfo;
+use super::bundle::{ExecSpec, ExitInfo};
 
 /// Largest payload accepted.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -25,15 +27,28 @@ pub enum ToMonitor {
         cols: u16,
     },
     Signal(i32),
+    /// Run an extra process in the container; this connection owns it from now on.
+    Exec(ExecSpec),
+    /// Signal an exec by id (from any connection); answered with `Started` (it exists) or `NoSuchExec`.
+    SignalExec {
+        exec_id: String,
+        signal: i32,
+    },
+    /// Send me that exec's `Exit` when it ends (at once if it has), or `NoSuchExec`.
+    WaitExec(String),
 }
 
 /// Monitor to server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromMonitor {
-    Started { pid: i32 },
+    Started {
+        pid: i32,
+    },
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     Exit(ExitInfo),
+    /// The exec id named by `SignalExec` or `WaitExec` is unknown.
+    NoSuchExec(String),
 }
 
 fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -65,6 +80,13 @@ impl ToMonitor {
             ToMonitor::CloseStdin => frame(4, &[]),
             ToMonitor::Resize { rows, cols } => frame(5, &size_payload(*rows, *cols)),
             ToMonitor::Signal(sig) => frame(6, &sig.to_be_bytes()),
+            ToMonitor::Exec(spec) => frame(7, &serde_json::to_vec(spec).unwrap_or_default()),
+            ToMonitor::SignalExec { exec_id, signal } => {
+                let mut p = signal.to_be_bytes().to_vec();
+                p.extend_from_slice(exec_id.as_bytes());
+                frame(8, &p)
+            }
+            ToMonitor::WaitExec(exec_id) => frame(9, exec_id.as_bytes()),
         }
     }
 
@@ -82,6 +104,12 @@ impl ToMonitor {
                 ToMonitor::Resize { rows, cols }
             }
             6 => ToMonitor::Signal(i32::from_be_bytes(p.try_into().map_err(|_| "signal frame must have 4 bytes")?)),
+            7 => ToMonitor::Exec(serde_json::from_slice(&p).map_err(|e| format!("bad exec frame: {e}"))?),
+            8 if p.len() >= 4 => ToMonitor::SignalExec {
+                signal: i32::from_be_bytes([p[0], p[1], p[2], p[3]]),
+                exec_id: String::from_utf8_lossy(&p[4..]).into_owned(),
+            },
+            9 => ToMonitor::WaitExec(String::from_utf8_lossy(&p).into_owned()),
             k => return Err(format!("unknown frame type {k}")),
         })
     }
@@ -94,6 +122,7 @@ impl FromMonitor {
             FromMonitor::Stdout(d) => frame(11, d),
             FromMonitor::Stderr(d) => frame(12, d),
             FromMonitor::Exit(info) => frame(13, &serde_json::to_vec(info).unwrap_or_default()),
+            FromMonitor::NoSuchExec(id) => frame(14, id.as_bytes()),
         }
     }
 
@@ -103,6 +132,7 @@ impl FromMonitor {
             11 => FromMonitor::Stdout(p),
             12 => FromMonitor::Stderr(p),
             13 => FromMonitor::Exit(serde_json::from_slice(&p).map_err(|e| format!("bad exit frame: {e}"))?),
+            14 => FromMonitor::NoSuchExec(String::from_utf8_lossy(&p).into_owned()),
             k => return Err(format!("unknown frame type {k}")),
         })
     }
@@ -158,6 +188,14 @@ mod tests {
             ToMonitor::CloseStdin,
             ToMonitor::Resize { rows: 50, cols: 132 },
             ToMonitor::Signal(15),
+            ToMonitor::Exec(ExecSpec {
+                exec_id: "e1".into(),
+                args: vec!["sh".into()],
+                tty: true,
+                ..Default::default()
+            }),
+            ToMonitor::SignalExec { exec_id: "e1".into(), signal: 9 },
+            ToMonitor::WaitExec("e1".into()),
         ];
         let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.encode()).collect();
         let mut d = Decoder::default();
