@@ -3,6 +3,7 @@
 mod attach;
 mod connect;
 mod containers;
+mod exec;
 mod format;
 mod pull;
 mod run;
@@ -35,6 +36,8 @@ enum Command {
     Start(StartArgs),
     /// Attach the terminal's stdin, stdout and stderr to a running container.
     Attach(AttachArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
     /// List containers.
     Ps(PsArgs),
     /// Print containers' full descriptions as JSON.
@@ -212,19 +215,23 @@ struct ContainerOptions {
 }
 
 impl ContainerOptions {
-    /// IMAGE takes hyphen values so that the command after it can have flags, which also lets an unknown flag
-    /// before IMAGE pass for the image: refuse it here, as clap would.
     fn check(&self, subcommand: &str) -> Result<(), clap::Error> {
-        match self.image_and_command.first() {
-            Some(image) if image.starts_with('-') => {
-                let mut cli = <Cli as clap::CommandFactory>::command();
-                cli.build();
-                let command = cli.find_subcommand_mut(subcommand).expect("a subcommand of cm-client");
-                Err(command
-                    .error(clap::error::ErrorKind::UnknownArgument, format!("unexpected argument '{image}' found")))
-            }
-            _ => Ok(()),
+        refuse_flag_for_operand(subcommand, self.image_and_command.first())
+    }
+}
+
+/// IMAGE (CONTAINER for exec) takes hyphen values so that the command after it can have flags, which also lets
+/// an unknown flag before it pass for the operand: refuse it here, as clap would.
+fn refuse_flag_for_operand(subcommand: &str, operand: Option<&String>) -> Result<(), clap::Error> {
+    match operand {
+        Some(operand) if operand.starts_with('-') => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            cli.build();
+            let command = cli.find_subcommand_mut(subcommand).expect("a subcommand of cm-client");
+            Err(command
+                .error(clap::error::ErrorKind::UnknownArgument, format!("unexpected argument '{operand}' found")))
         }
+        _ => Ok(()),
     }
 }
 
@@ -248,6 +255,41 @@ struct AttachArgs {
     no_stdin: bool,
     /// Container id, id prefix or name.
     container: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExecArgs {
+    /// Run the command in the background; print nothing.
+    #[arg(short, long)]
+    detach: bool,
+    /// Attach stdin.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable; KEY alone takes its value from this shell (skipped when unset).
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file of KEY=VALUE lines (# comments).
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
+    /// User to run as: name or uid, optionally :group or :gid (default: the container's).
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Working directory inside the container (absolute; default: the container's).
+    #[arg(short, long, value_name = "DIR", value_parser = spec::parse_workdir)]
+    workdir: Option<String>,
+    /// Container id, id prefix or name, then the command and its arguments (everything after CONTAINER is the
+    /// command's, flags included).
+    #[arg(
+        required = true,
+        num_args = 2..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_names = ["CONTAINER", "COMMAND"]
+    )]
+    container_and_command: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -343,6 +385,7 @@ async fn main() {
     match &cli.command {
         Command::Run(RunArgs { container, .. }) => container.check("run"),
         Command::Create(CreateArgs { container }) => container.check("create"),
+        Command::Exec(args) => refuse_flag_for_operand("exec", args.container_and_command.first()),
         _ => Ok(()),
     }
     .unwrap_or_else(|e| e.exit());
@@ -362,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Create(args) => run::create(&mut client, args.container).await,
         Command::Start(args) => run::start(&mut client, args.containers, args.attach, args.interactive).await,
         Command::Attach(args) => run::attach(&mut client, args.container, !args.no_stdin).await,
+        Command::Exec(args) => exec::exec(&mut client, args).await,
         Command::Ps(args) => containers::ps(&mut client, args.all, args.quiet, args.no_trunc).await,
         Command::Inspect { containers } => containers::inspect(&mut client, containers).await,
         Command::Stop(args) => Ok(containers::stop(&client, args.containers, args.time).await),

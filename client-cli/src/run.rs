@@ -6,7 +6,7 @@ use anyhow::bail;
 use cm_api::v1 as pb;
 
 use crate::ContainerOptions;
-use crate::attach::{self, Session};
+use crate::attach::{self, Session, Target};
 use crate::connect::Client;
 use crate::{pull, spec, status_error};
 
@@ -41,10 +41,8 @@ pub async fn run(client: &mut Client, options: ContainerOptions, detach: bool) -
         println!("{id}");
         return Ok(0);
     }
-    match attach::session(client, Session { container: id, start: true, stdin: attach_stdin, tty }).await {
-        Ok(code) => Ok(code),
-        Err(e) => daemon_error(e),
-    }
+    let session = Session { target: Target::Attach { container: id, start: true }, stdin: attach_stdin, tty };
+    attach::session(client, session).await.or_else(daemon_error)
 }
 
 /// `start`: starts each container and prints its name as given; with -a or -i, attaches to the only one.
@@ -74,7 +72,8 @@ pub async fn start(
     }
     // Starting a running container is a no-op for docker: attach to it.
     let running = c.state == pb::ContainerState::Running as i32;
-    attach::session(client, Session { container, start: !running, stdin, tty: spec.tty }).await
+    let session = Session { target: Target::Attach { container, start: !running }, stdin, tty: spec.tty };
+    attach::session(client, session).await
 }
 
 /// `attach`: connects to a running container's main process, until it exits.
@@ -89,7 +88,7 @@ pub async fn attach(client: &mut Client, container: String, want_stdin: bool) ->
     if stdin && spec.tty && !std::io::stdin().is_terminal() {
         bail!("the input device is not a TTY");
     }
-    attach::session(client, Session { container, start: false, stdin, tty: spec.tty }).await
+    attach::session(client, Session { target: Target::Attach { container, start: false }, stdin, tty: spec.tty }).await
 }
 
 /// Creates the container from the flags; when the image is not in the store, pulls it (progress on stderr, as
@@ -126,7 +125,7 @@ async fn inspect(client: &mut Client, container: &str) -> anyhow::Result<pb::Con
 }
 
 /// Reports an error that happened before the container's exit code was known, with docker's exit code.
-fn daemon_error(e: anyhow::Error) -> anyhow::Result<i32> {
+pub(crate) fn daemon_error(e: anyhow::Error) -> anyhow::Result<i32> {
     eprintln!("cm-client: {e:#}");
     Ok(DAEMON_ERROR)
 }

@@ -38,15 +38,7 @@ pub struct Published(pub Vec<pb::PortMapping>);
 
 /// Builds the spec; `lookup` reads the client's environment (for `-e KEY` and bare KEY lines in env files).
 pub fn build(o: ContainerOptions, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<pb::ContainerSpec> {
-    // As docker: the files first, then -e, so a flag overrides a file.
-    let mut env = Vec::new();
-    for path in &o.env_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading env file {}", path.display()))?;
-        env.extend(parse_env_file(&text, &lookup).with_context(|| format!("env file {}", path.display()))?);
-    }
-    for entry in &o.env {
-        env.extend(parse_env(entry, &lookup)?);
-    }
+    let env = env(&o.env_file, &o.env, lookup)?;
     let mut mounts = o.volume;
     mounts.extend(o.tmpfs);
     let mut image_and_command = o.image_and_command.into_iter();
@@ -77,6 +69,25 @@ pub fn build(o: ContainerOptions, lookup: impl Fn(&str) -> Option<String>) -> an
         labels: o.label.into_iter().collect::<HashMap<_, _>>(),
         stop_signal: o.stop_signal.unwrap_or_default(),
     })
+}
+
+/// `--env-file` and `-e` (of `run`, `create` and `exec`) into "KEY=VALUE" entries; `lookup` reads the client's
+/// environment.
+pub fn env(
+    files: &[PathBuf],
+    entries: &[String],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    // As docker: the files first, then -e, so a flag overrides a file.
+    let mut env = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading env file {}", path.display()))?;
+        env.extend(parse_env_file(&text, &lookup).with_context(|| format!("env file {}", path.display()))?);
+    }
+    for entry in entries {
+        env.extend(parse_env(entry, &lookup)?);
+    }
+    Ok(env)
 }
 
 /// `-e KEY=VALUE` as given; `-e KEY` takes KEY's value from the client's environment, or nothing when unset.
