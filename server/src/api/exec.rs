@@ -69,18 +69,22 @@ pub async fn exec(
     };
     let unavailable = |e: std::io::Error| Status::unavailable(format!("lost the container's monitor: {e}"));
     writer.send(ToMonitor::Exec(spec)).await.map_err(unavailable)?;
+    let (tx, rx) = mpsc::channel::<Result<pb::ExecResponse, Status>>(16);
+    let frame = |f: pb::exec_response::Frame| Ok(pb::ExecResponse { frame: Some(f) });
     let pid = loop {
         match reader.next().await.map_err(unavailable)? {
             Some(FromMonitor::Started { pid }) => break pid,
+            // The command could not be exec'd (not found: 127, not executable: 126): its exit is the answer.
+            Some(FromMonitor::Exit(e)) if e.code == 126 || e.code == 127 => {
+                let _ = tx.send(frame(pb::exec_response::Frame::Exit(exit_status(&e)))).await;
+                return Ok(Box::pin(ReceiverStream::new(rx)));
+            }
             Some(FromMonitor::Exit(e)) => return Err(Status::failed_precondition(e.error)),
             Some(_) => continue,
             None => return Err(Status::failed_precondition(format!("container {} stopped", c.shown()))),
         }
     };
     tracing::info!(container = %c.id, exec = %exec_id, pid, "exec started");
-
-    let (tx, rx) = mpsc::channel::<Result<pb::ExecResponse, Status>>(16);
-    let frame = |f: pb::exec_response::Frame| Ok(pb::ExecResponse { frame: Some(f) });
     let _ =
         tx.send(frame(pb::exec_response::Frame::Started(pb::ProcessStarted { exec_id: exec_id.clone(), pid }))).await;
 

@@ -312,6 +312,28 @@ impl Proc {
         }
     }
 
+    /// Waits (bounded) until the child has exec'd (its error pipe closes empty) or failed (it wrote why);
+    /// true when it failed.
+    fn wait_for_exec(&mut self) -> bool {
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        while self.errors.is_some() && self.error_text.is_empty() && Instant::now() < deadline {
+            if let Some(fd) = self.errors.as_ref() {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(100u8));
+            }
+            self.read_errors();
+        }
+        !self.error_text.is_empty()
+    }
+
+    fn reap_blocking(&mut self) {
+        while self.exit.is_none() {
+            let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(100u8));
+            self.reap();
+        }
+    }
+
     /// Collects the exit status once the pidfd says the process ended.
     fn reap(&mut self) {
         let status = match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
@@ -713,11 +735,23 @@ impl Monitor {
         }
     }
 
-    /// Starts an exec owned by `client`; it gets Started, the output, then Exit.
+    /// Starts an exec owned by `client`; it gets Started once the process has exec'd, then the output, then
+    /// Exit. A process that cannot start gets only the Exit, with the reason.
     fn exec(&mut self, client: u64, spec: ExecSpec) {
-        let result = self.spawn_exec(&spec);
+        let result = self.spawn_exec(&spec).map(|mut proc| {
+            let failed = proc.wait_for_exec();
+            (proc, failed)
+        });
         let frame = match result {
-            Ok(proc) => {
+            Ok((mut proc, true)) => {
+                proc.reap_blocking();
+                let mut exit = proc.drain(|_, _| {});
+                if exit.code == 0 {
+                    exit.code = 125;
+                }
+                FromMonitor::Exit(exit)
+            }
+            Ok((proc, false)) => {
                 self.next_exec += 1;
                 let key = self.next_exec;
                 let pid = proc.pid;
@@ -794,9 +828,8 @@ impl Monitor {
             self.finished_execs.clear();
         }
         self.finished_execs.insert(exec.id, exit);
-        for c in self.clients.iter_mut().filter(|c| c.exec == Some(key)) {
-            c.exec = None;
-        }
+        // The owner's connection keeps pointing at the finished exec: its late frames (a close or a kill
+        // when the client goes away) must not reach the container's main process.
     }
 
     /// After the init's exit: drain output, record the status, tell every connection, go.
