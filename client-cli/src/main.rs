@@ -381,6 +381,9 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
 
 #[tokio::main]
 async fn main() {
+    // Like other command line tools, end quietly when stdout is a closed pipe (`cm-client ps | head -1`).
+    // SAFETY: restoring the default SIGPIPE action before anything else runs.
+    unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_DFL) };
     let cli = Cli::parse();
     match &cli.command {
         Command::Run(RunArgs { container, .. }) => container.check("run"),

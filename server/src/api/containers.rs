@@ -204,7 +204,7 @@ pub async fn attach(
     // Client frames to the monitor. A client half-close closes stdin.
     let input_errors = tx.clone();
     let want_stdin = start.stdin;
-    tokio::spawn(async move {
+    let input = tokio::spawn(async move {
         loop {
             let message = match requests.message().await {
                 Ok(Some(m)) => m,
@@ -269,6 +269,8 @@ pub async fn attach(
             Err(_) => Err(Status::unavailable("lost the container's monitor before its exit status arrived")),
         };
         let _ = tx.send(exit).await;
+        // The stream ends with the exit frame even if the client keeps sending.
+        input.abort();
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
 }

@@ -101,7 +101,7 @@ pub async fn exec(
 
     // Client frames. A half-close closes stdin; a cancelled stream kills the process unless detached.
     let (input_errors, input_to_monitor, want_stdin) = (tx.clone(), to_monitor.clone(), start.stdin);
-    tokio::spawn(async move {
+    let input = tokio::spawn(async move {
         loop {
             let message = match requests.message().await {
                 Ok(Some(m)) => m,
@@ -155,6 +155,8 @@ pub async fn exec(
                 Ok(Some(FromMonitor::Exit(e))) => {
                     tracing::info!(container = %container.id, exec = %exec_id, code = e.code, "exec exited");
                     let _ = tx.send(frame(pb::exec_response::Frame::Exit(exit_status(&e)))).await;
+                    // The stream ends with the exit frame even if the client keeps sending.
+                    input.abort();
                     return;
                 }
                 Ok(Some(_)) => continue,

@@ -50,8 +50,34 @@ fn io_err(what: &str) -> impl Fn(Errno) -> InitError + '_ {
     move |e| InitError { code: 125, message: format!("container setup: {what}: {e}") }
 }
 
+/// Every signal back to its default action and none blocked: the monitor ignores SIGPIPE, and an ignored
+/// signal would stay ignored across exec.
+fn reset_signals() {
+    /// The kernel's struct sigaction (libc's signal() refuses the signals glibc reserves, 32 and 33).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction { handler: nix::libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    // SAFETY: rt_sigaction/sigprocmask system calls with valid arguments in a single-threaded child.
+    unsafe {
+        for sig in 1..=64 {
+            if sig != nix::libc::SIGKILL && sig != nix::libc::SIGSTOP {
+                nix::libc::syscall(nix::libc::SYS_rt_sigaction, sig, &default, std::ptr::null_mut::<u8>(), 8usize);
+            }
+        }
+        let mut none: nix::libc::sigset_t = std::mem::zeroed();
+        nix::libc::sigemptyset(&mut none);
+        nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
 /// Runs in the cloned child; never returns.
 pub fn run(bundle: &Bundle, io: ChildIo) -> ! {
+    reset_signals();
     let code = match setup_and_exec(bundle, &io) {
         Ok(never) => match never {},
         Err(e) => {
@@ -177,6 +203,7 @@ fn setup_and_exec(bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
 /// running container: join its cgroup and its other namespaces through the init's pidfd, set up stdio, then
 /// become the user and exec, as the init does. Never returns.
 pub fn exec_in_container(bundle: &Bundle, spec: &ExecSpec, init_pidfd: BorrowedFd<'_>, io: ChildIo) -> ! {
+    reset_signals();
     let result = (|| -> Result<Never, InitError> {
         for procs in &bundle.cgroup_procs {
             std::fs::write(procs, "0")

@@ -421,7 +421,9 @@ struct Monitor {
     listener: UnixListener,
     clients: Vec<Client>,
     next_client: u64,
-    log: io::BufWriter<File>,
+    /// The output log, written unbuffered: each record is one write, so Logs sees it at once and a killed
+    /// monitor loses nothing.
+    log: File,
 }
 
 fn err(what: &str) -> impl Fn(nix::Error) -> io::Error + '_ {
@@ -495,7 +497,7 @@ impl Monitor {
             listener,
             clients: Vec::new(),
             next_client: 0,
-            log: io::BufWriter::with_capacity(64 << 10, log),
+            log,
         })
     }
 
@@ -839,7 +841,6 @@ impl Monitor {
         for (stream, data) in output {
             let _ = self.deliver(Who::Init, stream, data);
         }
-        let _ = self.log.flush();
         if let Err(e) = crate::store::write_json(Path::new(bundle::EXIT_FILE), &exit) {
             eprintln!("cm-monitor: cannot record the exit status: {e}");
         }
