@@ -6,6 +6,7 @@
 //! - [`fixtures`]: ready-made images (busybox, multi-layer with whiteouts, multi-arch, hostile, bench,
 //!   tampered);
 //! - [`push_image`], [`push_index`]: the Registry v2 push protocol over plain HTTP.
+//! - [`pty`]: a pseudo-terminal to drive a command (cm-client -it) as a person at a terminal would.
 
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod fixtures;
 pub mod image;
 pub mod layer;
 pub mod proxy;
+pub mod pty;
 pub mod push;
 pub mod registry;
 pub mod server;
