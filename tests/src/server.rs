@@ -195,8 +195,51 @@ pub fn check(out: &Output, what: &str) -> Result<()> {
     Ok(())
 }
 
+impl CmServer {
+    /// The --cgroup-parent this server was started with ("cm" by default).
+    fn cgroup_parent(&self) -> String {
+        let position = self.extra_args.iter().position(|a| a == "--cgroup-parent");
+        position.and_then(|i| self.extra_args.get(i + 1)).cloned().unwrap_or_else(|| "cm".into())
+    }
+
+    /// Kills what its containers left running (their monitors outlive the server by design) and removes
+    /// their cgroups, so a failed or interrupted test leaves nothing on the machine.
+    fn remove_leftovers(&self) {
+        let root = self.root().display().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.starts_with(&bin("cm-monitor").display().to_string()) && cmdline.contains(&root) {
+                if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        let ids: Vec<String> = std::fs::read_dir(self.root().join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let parent = self.cgroup_parent();
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            for id in &ids {
+                let dir = hierarchy.path().join(&parent).join(id);
+                for _ in 0..50 {
+                    if !dir.exists() || std::fs::remove_dir(&dir).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let _ = std::fs::remove_dir(hierarchy.path().join(&parent));
+        }
+    }
+}
+
 impl Drop for CmServer {
     fn drop(&mut self) {
         self.kill();
+        self.remove_leftovers();
     }
 }

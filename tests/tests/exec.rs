@@ -63,9 +63,8 @@ fn main() {
         grpcurl_drives_exec_with_a_streamed_request,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
-    if let Ok(world) = Arc::try_unwrap(world) {
-        let _ = world.server.client(&["rm", "-f", &world.container]);
-    }
+    let _ = world.server.client(&["rm", "-f", &world.container]);
+    drop(world);
     conclusion.exit();
 }
 
