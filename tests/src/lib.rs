@@ -35,3 +35,17 @@ use sha2::{Digest, Sha256};
 pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
+
+/// One libtest-mimic trial per test function `fn(&World) -> anyhow::Result<()>`, named after it, each given a
+/// clone of the shared world (an `Arc`): `trials![world; test_a, test_b]`.
+#[macro_export]
+macro_rules! trials {
+    ($world:expr; $($name:ident),* $(,)?) => {
+        vec![$({
+            let world = $world.clone();
+            libtest_mimic::Trial::test(stringify!($name), move || {
+                $name(&world).map_err(|e| libtest_mimic::Failed::from(format!("{e:#}")))
+            })
+        }),*]
+    };
+}

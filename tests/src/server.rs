@@ -209,10 +209,11 @@ impl CmServer {
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.starts_with(&bin("cm-monitor").display().to_string()) && cmdline.contains(&root) {
-                if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-                }
+            if cmdline.starts_with(&bin("cm-monitor").display().to_string())
+                && cmdline.contains(&root)
+                && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
         }
         let ids: Vec<String> = std::fs::read_dir(self.root().join("containers"))

@@ -17,8 +17,9 @@ use anyhow::{Context, Result, bail, ensure};
 use cm_api::v1 as pb;
 use cm_e2e::pty::PtyChild;
 use cm_e2e::server::{CmServer, die_with_parent};
+use cm_e2e::trials;
 use cm_e2e::{Registry, fixtures, push_image};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Arguments;
 use serde_json::Value;
 
 /// The registry, the image reference every test runs, and the shared server (which has pulled it).
@@ -44,16 +45,6 @@ fn setup() -> Result<World> {
     let server = TestServer::start(&[])?;
     server.cli_ok(&["pull", &image])?;
     Ok(World { registry, server, image })
-}
-
-/// One libtest trial per test function, each given the shared world.
-macro_rules! trials {
-    ($world:expr; $($name:ident),* $(,)?) => {
-        vec![$({
-            let world = $world.clone();
-            Trial::test(stringify!($name), move || $name(&world).map_err(|e| Failed::from(format!("{e:#}"))))
-        }),*]
-    };
 }
 
 fn main() {

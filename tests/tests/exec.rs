@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use cm_api::v1 as pb;
 use cm_e2e::server::CmServer;
+use cm_e2e::trials;
 use cm_e2e::{Registry, fixtures, push_image};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Arguments;
 use pb::exec_request::Frame as In;
 use pb::exec_response::Frame as Out;
 use sha2::{Digest, Sha256};
@@ -34,16 +35,6 @@ fn setup() -> Result<World> {
     server.client_ok(&["pull", &image])?;
     let container = server.client_ok(&["run", "-d", "--name", "target", &image, "sleep", "100000"])?.trim().to_string();
     Ok(World { _registry: registry, server, image, container })
-}
-
-/// One libtest trial per test function, each given the shared world.
-macro_rules! trials {
-    ($world:expr; $($name:ident),* $(,)?) => {
-        vec![$({
-            let world = $world.clone();
-            Trial::test(stringify!($name), move || $name(&world).map_err(|e| Failed::from(format!("{e:#}"))))
-        }),*]
-    };
 }
 
 fn main() {

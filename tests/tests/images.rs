@@ -11,8 +11,9 @@ use anyhow::{Context, Result, bail, ensure};
 use cm_api::v1 as pb;
 use cm_e2e::proxy::SlowProxy;
 use cm_e2e::server::CmServer;
+use cm_e2e::trials;
 use cm_e2e::{HostileImage, Image, Registry, TamperedImage, fixtures, push_image, push_index};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Arguments;
 
 /// The registry and what was pushed to it.
 struct World {
@@ -54,16 +55,6 @@ fn setup() -> Result<World> {
     let slow = SlowProxy::start(&addr, 4 << 20)?;
     let server = CmServer::start()?;
     Ok(World { slow, registry, server, busybox, multilayer, hostile, tampered, bench })
-}
-
-/// One libtest trial per test function, each given the shared world.
-macro_rules! trials {
-    ($world:expr; $($name:ident),* $(,)?) => {
-        vec![$({
-            let world = $world.clone();
-            Trial::test(stringify!($name), move || $name(&world).map_err(|e| Failed::from(format!("{e:#}"))))
-        }),*]
-    };
 }
 
 fn main() {

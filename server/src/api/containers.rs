@@ -9,15 +9,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::RpcStream;
+use super::session::{ClientFrame, InputEnd, forward_input, spawn_writer};
 use crate::cgroups::Limits;
 use crate::containers::{
     Container, ContainerError, Containers, CreateSpec, ExitRecord, MountConfig, Network, Status as State,
 };
 use crate::runtime::client::Connection;
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
-
-/// Largest stdin frame a client may send.
-pub const MAX_STDIN_FRAME: usize = 1 << 20;
 
 impl From<ContainerError> for Status {
     fn from(e: ContainerError) -> Self {
@@ -194,59 +192,21 @@ pub async fn attach(
         }
         conn
     };
-    let Connection { mut reader, mut writer } = session;
+    let Connection { mut reader, writer } = session;
     let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, Status>>(16);
     let frame = |f: pb::attach_response::Frame| Ok(pb::AttachResponse { frame: Some(f) });
     let pid = c.record().state.pid;
     let _ =
         tx.send(frame(pb::attach_response::Frame::Started(pb::ProcessStarted { exec_id: String::new(), pid }))).await;
 
-    // Client frames to the monitor. A client half-close closes stdin.
+    // Client frames to the monitor. Going away leaves the main process running.
     let input_errors = tx.clone();
     let want_stdin = start.stdin;
     let input = tokio::spawn(async move {
-        loop {
-            let message = match requests.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => {
-                    if want_stdin {
-                        let _ = writer.send(ToMonitor::CloseStdin).await;
-                    }
-                    break;
-                }
-                Err(_) => break,
-            };
-            let to_monitor = match message.frame {
-                Some(Frame::Stdin(d)) if d.data.len() > MAX_STDIN_FRAME => {
-                    let _ = input_errors
-                        .send(Err(Status::invalid_argument(format!(
-                            "stdin frames are limited to {MAX_STDIN_FRAME} bytes"
-                        ))))
-                        .await;
-                    break;
-                }
-                Some(Frame::Stdin(d)) if want_stdin => ToMonitor::Stdin(d.data),
-                Some(Frame::Stdin(_)) => continue,
-                Some(Frame::CloseStdin(true)) => ToMonitor::CloseStdin,
-                Some(Frame::Resize(s)) => ToMonitor::Resize { rows: s.rows as u16, cols: s.cols as u16 },
-                Some(Frame::Signal(sig)) => match crate::containers::parse_signal(&sig) {
-                    Ok(n) => ToMonitor::Signal(n),
-                    Err(e) => {
-                        let _ = input_errors.send(Err(Status::invalid_argument(e))).await;
-                        break;
-                    }
-                },
-                Some(Frame::Start(_)) => {
-                    let _ = input_errors
-                        .send(Err(Status::invalid_argument("only the first message may be a start frame")))
-                        .await;
-                    break;
-                }
-                _ => continue,
-            };
-            if writer.send(to_monitor).await.is_err() {
-                break;
-            }
+        let to_monitor = spawn_writer(writer);
+        let end = forward_input(requests, |m: pb::AttachRequest| ClientFrame::from(m.frame), want_stdin, &to_monitor);
+        if let InputEnd::Invalid(status) = end.await {
+            let _ = input_errors.send(Err(status)).await;
         }
     });
 

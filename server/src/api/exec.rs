@@ -8,7 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::RpcStream;
-use super::containers::MAX_STDIN_FRAME;
+use super::session::{ClientFrame, InputEnd, forward_input, spawn_writer};
 use crate::containers::{Container, Containers, parse_signal, signal_name};
 use crate::runtime::bundle::{ExecSpec, ExitInfo};
 use crate::runtime::client::Connection;
@@ -88,59 +88,21 @@ pub async fn exec(
     let _ =
         tx.send(frame(pb::exec_response::Frame::Started(pb::ProcessStarted { exec_id: exec_id.clone(), pid }))).await;
 
-    // Everything for the monitor goes through one writer task.
-    let (to_monitor, mut to_monitor_rx) = mpsc::channel::<ToMonitor>(16);
-    tokio::spawn(async move {
-        while let Some(frame) = to_monitor_rx.recv().await {
-            if writer.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
+    // Client frames to the monitor. A cancelled stream or a bad frame kills the process unless detached.
+    let to_monitor = spawn_writer(writer);
     let kill_on_cancel = !start.detach_on_disconnect;
-
-    // Client frames. A half-close closes stdin; a cancelled stream kills the process unless detached.
     let (input_errors, input_to_monitor, want_stdin) = (tx.clone(), to_monitor.clone(), start.stdin);
     let input = tokio::spawn(async move {
-        loop {
-            let message = match requests.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => {
-                    if want_stdin {
-                        let _ = input_to_monitor.send(ToMonitor::CloseStdin).await;
-                    }
-                    return;
-                }
-                Err(_) => {
-                    if kill_on_cancel {
-                        let _ = input_to_monitor.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
-                    }
-                    return;
-                }
-            };
-            let frame = match message.frame {
-                Some(Frame::Stdin(d)) if d.data.len() > MAX_STDIN_FRAME => {
-                    Err(Status::invalid_argument(format!("stdin frames are limited to {MAX_STDIN_FRAME} bytes")))
-                }
-                Some(Frame::Stdin(d)) if want_stdin => Ok(ToMonitor::Stdin(d.data)),
-                Some(Frame::Stdin(_)) => Err(Status::invalid_argument("stdin frame on an exec started without stdin")),
-                Some(Frame::CloseStdin(true)) => Ok(ToMonitor::CloseStdin),
-                Some(Frame::Resize(s)) => Ok(ToMonitor::Resize { rows: s.rows as u16, cols: s.cols as u16 }),
-                Some(Frame::Signal(sig)) => parse_signal(&sig).map(ToMonitor::Signal).map_err(Status::invalid_argument),
-                Some(Frame::Start(_)) => Err(Status::invalid_argument("only the first message may be a start frame")),
-                Some(Frame::CloseStdin(false)) | None => continue,
-            };
-            match frame {
-                Ok(frame) => {
-                    if input_to_monitor.send(frame).await.is_err() {
-                        return;
-                    }
-                }
-                Err(status) => {
-                    let _ = input_to_monitor.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
-                    let _ = input_errors.send(Err(status)).await;
-                    return;
-                }
+        let frame_of = |m: pb::ExecRequest| ClientFrame::from(m.frame);
+        match forward_input(requests, frame_of, want_stdin, &input_to_monitor).await {
+            InputEnd::Closed => {}
+            InputEnd::Cancelled if !kill_on_cancel => {}
+            InputEnd::Cancelled => {
+                let _ = input_to_monitor.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
+            }
+            InputEnd::Invalid(status) => {
+                let _ = input_to_monitor.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
+                let _ = input_errors.send(Err(status)).await;
             }
         }
     });

@@ -5,6 +5,7 @@ mod containers;
 mod exec;
 mod images;
 mod logs;
+mod session;
 
 use std::pin::Pin;
 use std::sync::Arc;
