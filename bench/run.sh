@@ -1,0 +1,991 @@
+#!/usr/bin/env bash
+# Run benchmark: run-to-exit latency of `cm-client run --rm IMAGE true` versus
+# `podman run --rm --network none --runtime runc --ulimit host IMAGE true`, then where cm's time goes.
+#
+#   sudo bench/run.sh                       # 30 timed runs each, 3 untimed warm-ups each
+#   sudo RUNS=50 WARMUP=5 SPLIT_RUNS=9 bench/run.sh
+#   sudo TARGET_MS=20 bench/run.sh          # the p50 cm should meet (default 25 ms)
+#   sudo KEEP_LOGS=1 bench/run.sh           # keep the logs (cm-server, podman, perf trace) afterwards
+#
+# One registry (cm-fixture registry, i.e. Debian's docker-registry) serves the busybox fixture image; both
+# tools pull it once, untimed, so every timed run starts from an image already in the store. Timed runs
+# alternate (cm first on odd runs, podman first on even runs) after WARMUP untimed warm-ups of each. Before
+# every timed run the script waits, untimed, until the previous container is completely gone (cm removes a
+# --rm container in the server after the client has returned; podman's conmon may run a cleanup process
+# after podman has returned) and runs `sync`, so no run pays for its predecessor's removal or writeback.
+# A run is the wall-clock time of the client command from fork to exit (bash's $EPOCHREALTIME, no extra
+# processes in the measured span). Percentiles: p50 is the median (mean of the middle two for an even
+# count), p90 the nearest rank (the ceil(0.9 n)-th smallest).
+#
+# Network: podman runs with --network none; cm runs at its default, which today gives the container a
+# network namespace of its own with only loopback. Both are checked (the interfaces a container sees must
+# be exactly "lo"), so the comparison cannot silently become unequal. Rlimits: without CAP_SYS_RESOURCE,
+# podman's default rlimits make runc fail; `--ulimit host` is used where it works, else the limits podman
+# runs with, spelled out (the report says which). The report also says how often each tool's container was
+# still on disk when its client returned, and the load average, with a warning when the machine was busy.
+#
+# "Where the time goes" (cm only, untimed in the comparison above, SPLIT_RUNS runs each):
+#   (a) `cm-client --version` (process start, no connection) and `cm-client images` (process start,
+#       connect, one trivial unary call);
+#   (b) `cm-client create`, `start`, `wait` and `rm` of one container, timed separately;
+#   (c) cm-server restarted with --log-level debug: runs split by the server log's timestamps (HTTP/2
+#       frames of the Create and Attach calls, cm_server::containers "created", "started", "exited",
+#       "removed") and the script's own start and end times; then, if `perf trace` works, runs traced
+#       system-wide (syscalls execve, clone, mount, fsync, ...) and split along the container's life,
+#       every second one right after an untimed podman run.
+# The timed cm runs are also split by cm-server's default-level log lines and grouped by the tool that ran
+# just before them (cm runs right after a podman run turned out slower than right after a cm run).
+#
+# podman runs as root with a throwaway store (--root/--runroot/--tmpdir and a storage.conf of its own
+# under the temp dir) and its cgroups under /cm-bench-PID-podman. The paths podman 4 writes whatever its
+# flags say (/var/lib/containers/cache, /etc/containers/networks, /etc/cni/net.d/cni.lock,
+# /run/containers, /run/runc, /dev/shm/libpod_lock) are covered by overlays or a tmpfs in a private mount
+# namespace the whole script runs in: nothing on the machine is written, and every mount disappears with
+# the script. cm-server gets its own --root and socket in the temp dir and the cgroup parent cm-bench-PID.
+# Everything (processes, containers, cgroups, mounts, temp dirs) is cleaned up on exit. Report on stdout,
+# progress on stderr. Needs root, podman and runc (scripts/install-deps --bench; `apt-get install runc`),
+# unshare and Debian's docker-registry; perf is optional.
+set -euo pipefail
+shopt -s inherit_errexit   # command substitutions stop at errors too
+
+[ "$(id -u)" = 0 ] || { echo "run.sh: run as root (sudo bench/run.sh): cm-server and podman need it" >&2; exit 1; }
+# Re-run this script in a private mount namespace (same pid: unshare execs it) for the overlays below.
+if [ -z "${CM_BENCH_MOUNT_NS:-}" ]; then
+    CM_BENCH_MOUNT_NS=1 exec unshare --mount --propagation private -- "$BASH" "$0" "$@"
+fi
+export LC_ALL=C   # $EPOCHREALTIME with a decimal point, C sorting
+
+RUNS="${RUNS:-30}"
+WARMUP="${WARMUP:-3}"
+SPLIT_RUNS="${SPLIT_RUNS:-5}"
+TARGET_MS="${TARGET_MS:-25}"
+KEEP_LOGS="${KEEP_LOGS:-0}"
+
+LOAD_START="$(cut -d ' ' -f 1-3 /proc/loadavg)"   # before this script does anything
+cd "$(dirname "$0")/.." || exit 1
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/cm-target}"
+BIN="$CARGO_TARGET_DIR/release"
+REPO_TAG="bench/busybox:latest"
+CM_CGROUP="cm-bench-$$"
+PODMAN_CGROUP="/cm-bench-$$-podman"
+
+log() { echo "run.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for n in RUNS WARMUP SPLIT_RUNS TARGET_MS; do
+    [[ "${!n}" =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
+done
+[ "$RUNS" -ge 1 ] && [ "$SPLIT_RUNS" -ge 1 ] || die "RUNS and SPLIT_RUNS must be at least 1"
+command -v podman >/dev/null || die "podman is missing: run scripts/install-deps --bench"
+command -v runc >/dev/null || die "runc is missing: apt-get install runc"
+
+# --- binaries -------------------------------------------------------------------------------------
+for b in cm-server cm-monitor cm-client cm-fixture; do
+    if [ ! -x "$BIN/$b" ]; then
+        log "building cm (cargo build --release --workspace --bins)"
+        cargo build --release --workspace --bins >&2
+        break
+    fi
+done
+
+# --- temp dir and cleanup -------------------------------------------------------------------------
+TMP="$(mktemp -d /tmp/cm-bench-run.XXXXXX)"
+REGISTRY_PID=""
+SERVER_PID=""
+PERF_PID=""
+PODMAN_DIR=""   # podman's isolated store, once chosen
+OVERLAYS=()     # the machine directories overlaid in this mount namespace
+CM_HOST="unix:$TMP/cm.sock"
+CM_CONTAINERS="$TMP/cm-root/containers"
+
+cm() { "$BIN/cm-client" --host "$CM_HOST" "$@"; }
+# podman with its isolated store (a function, not `env ...`: no extra process in the timed runs).
+podman_() {
+    CONTAINERS_STORAGE_CONF="$PODMAN_DIR/storage.conf" TMPDIR="$PODMAN_DIR/tmp" podman \
+        --root "$PODMAN_DIR/root" --runroot "$PODMAN_DIR/run" --tmpdir "$PODMAN_DIR/tmp" \
+        --storage-driver "$DRIVER" --events-backend none --cgroup-manager cgroupfs "$@"
+}
+
+# Stops a background process we started: SIGTERM (or $2), up to 5 s of grace, then SIGKILL.
+stop_pid() {
+    local pid="$1" sig="${2:-TERM}" i
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+        return 0
+    fi
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Prints the pids of processes whose command line mentions the temp dir, except the registry and
+# cm-server: cm-monitors (their argument is the container directory), conmon and podman cleanup processes
+# (their arguments name podman's store). Bash builtins only: cheap enough to poll between runs.
+our_pids() {
+    local f pid args
+    for f in /proc/[0-9]*/cmdline; do
+        pid="${f#/proc/}"
+        pid="${pid%/cmdline}"
+        [ "$pid" = "$$" ] || [ "$pid" = "$REGISTRY_PID" ] || [ "$pid" = "$SERVER_PID" ] && continue
+        [ "$pid" = "$PERF_PID" ] && continue
+        mapfile -d '' -t args 2>/dev/null <"$f" || continue
+        [[ "${args[*]}" == *"$TMP/"* ]] && echo "$pid"
+    done
+    return 0
+}
+
+# The cgroup directories of this run (cm's parent and podman's), every hierarchy.
+our_cgroups() {
+    local d
+    for d in /sys/fs/cgroup/*/"$CM_CGROUP" /sys/fs/cgroup/*/"${PODMAN_CGROUP#/}" \
+        /sys/fs/cgroup/"$CM_CGROUP" /sys/fs/cgroup/"${PODMAN_CGROUP#/}"; do
+        [ -d "$d" ] && echo "$d"
+    done
+    return 0
+}
+
+# Removes our cgroups, deepest first; processes still in them are ours (a container's init) and killed.
+remove_cgroups() {
+    local top d pid
+    for top in $(our_cgroups); do
+        while read -r d; do
+            while read -r pid; do
+                kill -KILL "$pid" 2>/dev/null
+            done <"$d/cgroup.procs"
+            rmdir "$d" 2>/dev/null || { sleep 0.2; rmdir "$d" 2>/dev/null; } ||
+                log "warning: could not remove the cgroup $d"
+        done < <(find "$top" -depth -type d)
+    done
+}
+
+# Unmounts everything mounted under $TMP (overlay roots of containers, podman's bind mounts), deepest first.
+unmount_tmp() {
+    local mp
+    awk -v tmp="$TMP/" 'index($5, tmp) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+        while read -r mp; do
+            umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || log "warning: could not unmount $mp"
+        done
+}
+
+cleanup() {
+    local status=$? i pid left
+    set +e
+    trap - EXIT INT TERM
+    stop_pid "$PERF_PID" INT
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        left="$(cm ps -a -q --no-trunc 2>/dev/null)"
+        [ -n "$left" ] && cm rm -f $left >/dev/null 2>&1
+    fi
+    stop_pid "$SERVER_PID"
+    if [ -n "$PODMAN_DIR" ]; then
+        podman_ rm -a -f >/dev/null 2>&1
+        podman_ rmi -a -f >/dev/null 2>&1
+    fi
+    stop_pid "$REGISTRY_PID"
+    # Whatever is left of ours (a monitor of a container the server could not remove, a podman cleanup).
+    for pid in $(our_pids); do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for ((i = 0; i < 30; i++)); do
+        [ -z "$(our_pids)" ] && break
+        sleep 0.1
+    done
+    for pid in $(our_pids); do
+        log "warning: killing leftover process $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null))"
+        kill -KILL "$pid" 2>/dev/null
+    done
+    remove_cgroups
+    unmount_tmp
+    for ((i = ${#OVERLAYS[@]} - 1; i >= 0; i--)); do
+        umount "${OVERLAYS[i]}" 2>/dev/null || umount -l "${OVERLAYS[i]}" 2>/dev/null
+    done
+    if [ "$status" != 0 ] || [ "$KEEP_LOGS" = 1 ]; then
+        local keep
+        keep="$(mktemp -d /tmp/cm-bench-run-logs.XXXXXX)"
+        cp "$TMP"/*.log "$TMP"/*.txt "$keep"/ 2>/dev/null
+        log "logs kept in $keep"
+    fi
+    # --one-file-system: should an unmount have failed, never delete through a mount point.
+    rm -rf --one-file-system "$TMP"
+    [ -e "$TMP" ] && log "warning: $TMP could not be removed entirely"
+    [ -n "$(our_cgroups)" ] && log "warning: cgroups left: $(our_cgroups | tr '\n' ' ')"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Prints the last lines of a log file to stderr (for error messages).
+tail_log() { log "last lines of $1:"; tail -n 20 "$1" >&2 || true; }
+
+# Waits (untimed) until the previous container is gone in both tools: no container directory left in
+# cm's store, no monitor, conmon or podman cleanup process left; then flushes dirty data.
+settle() {
+    local i entries
+    shopt -s nullglob
+    for ((i = 0; ; i++)); do
+        entries=("$CM_CONTAINERS"/*)
+        if [ ${#entries[@]} = 0 ] && [ -z "$(our_pids)" ]; then
+            break
+        fi
+        [ "$i" -lt 1000 ] || die "the previous container did not go away within 10 s" \
+            "(cm containers: ${#entries[@]}, processes: $(our_pids | tr '\n' ' '))"
+        sleep 0.01
+    done
+    shopt -u nullglob
+    sync
+}
+
+# --- isolation of podman --------------------------------------------------------------------------
+# Overlays on the machine-wide directories podman and runc write to regardless of --root (see the top):
+# in this mount namespace, writes there land in $TMP/host-overlays; the real directories stay untouched.
+# (An overlay hides mounts below its directory; no tool here needs any under /etc, /var/lib or /run.)
+for dir in /etc /var/lib /run; do
+    upper="$TMP/host-overlays/${dir//\//_}"
+    mkdir -p "$upper/upper" "$upper/work"
+    mount -t overlay overlay -o "lowerdir=$dir,upperdir=$upper/upper,workdir=$upper/work" "$dir" ||
+        die "could not mount an overlay on $dir (needed to keep podman's writes off the machine)"
+    OVERLAYS+=("$dir")
+done
+# podman's lock file (/dev/shm/libpod_lock) goes to a tmpfs of this namespace.
+mount -t tmpfs -o mode=1777,size=64m tmpfs /dev/shm || die "could not mount a tmpfs on /dev/shm"
+OVERLAYS+=(/dev/shm)
+
+# --- registry -------------------------------------------------------------------------------------
+# True when something listens on 127.0.0.1:$1 or 0.0.0.0:$1 (IPv4; /proc/net/tcp, state 0A = LISTEN).
+port_in_use() {
+    local hex
+    hex="$(printf '%04X' "$1")"
+    awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
+        /proc/net/tcp
+}
+
+# Picks a free port, starts the registry there and waits for it; retries when another process grabbed
+# the port in between (the registry then exits with "address already in use").
+start_registry() {
+    local attempt port
+    for attempt in 1 2 3 4 5; do
+        port=$((20000 + RANDOM % 40000))
+        port_in_use "$port" && continue
+        "$BIN/cm-fixture" registry --dir "$TMP/registry" --port "$port" >/dev/null 2>"$TMP/registry.log" &
+        REGISTRY_PID=$!   # cm-fixture execs docker-registry: this is the registry's pid
+        if "$BIN/cm-fixture" wait-registry --registry "127.0.0.1:$port" >/dev/null 2>&1 &&
+            kill -0 "$REGISTRY_PID" 2>/dev/null; then
+            REGISTRY="127.0.0.1:$port"
+            return 0
+        fi
+        log "registry on port $port did not come up (attempt $attempt)"
+        stop_pid "$REGISTRY_PID"
+        REGISTRY_PID=""
+    done
+    tail_log "$TMP/registry.log"
+    die "could not start the registry (cm-fixture registry; needs Debian's docker-registry)"
+}
+
+start_registry
+REF="$REGISTRY/$REPO_TAG"
+log "registry on $REGISTRY; pushing busybox as $REPO_TAG"
+"$BIN/cm-fixture" push --registry "$REGISTRY" --image busybox --name "$REPO_TAG" >"$TMP/push.log" 2>&1 ||
+    { tail_log "$TMP/push.log"; die "pushing the busybox image failed"; }
+
+# --- cm-server ------------------------------------------------------------------------------------
+# Starts cm-server in the background with the given extra flags, logging to $1; waits until it answers.
+start_server() {
+    local server_log="$1" i
+    shift
+    "$BIN/cm-server" --root "$TMP/cm-root" --listen "$CM_HOST" --cgroup-parent "$CM_CGROUP" "$@" \
+        >"$server_log" 2>&1 &
+    SERVER_PID=$!
+    for ((i = 0; ; i++)); do
+        cm images >/dev/null 2>&1 && break
+        if ! kill -0 "$SERVER_PID" 2>/dev/null || [ "$i" -ge 100 ]; then
+            tail_log "$server_log"
+            die "cm-server did not come up on $CM_HOST"
+        fi
+        sleep 0.1
+    done
+}
+start_server "$TMP/cm-server.log"
+log "cm-server up (pid $SERVER_PID); pulling the image into cm's store"
+cm pull "$REF" >"$TMP/cm-pull.log" 2>&1 || { tail_log "$TMP/cm-server.log"; die "cm-client pull failed"; }
+
+# --- podman ---------------------------------------------------------------------------------------
+# A store of podman's own: its storage.conf replaces the machine's (no mount_program, no additional
+# image stores), and --root/--runroot/--tmpdir/TMPDIR keep every file it writes under $TMP.
+podman_store() {
+    DRIVER="$1"
+    PODMAN_DIR="$TMP/podman-$1"
+    mkdir -p "$PODMAN_DIR/tmp"
+    printf '[storage]\ndriver = "%s"\nrunroot = "%s"\ngraphroot = "%s"\n' \
+        "$DRIVER" "$PODMAN_DIR/run" "$PODMAN_DIR/root" >"$PODMAN_DIR/storage.conf"
+}
+podman_pull() { podman_ pull --tls-verify=false "$REF" >>"$TMP/podman.log" 2>&1; }
+
+podman_store overlay
+podman_ --runtime runc info >"$TMP/podman-info.log" 2>&1 ||
+    { tail_log "$TMP/podman-info.log"; die "podman --runtime runc info fails in this setup"; }
+log "pulling the image into podman's store"
+if ! podman_pull; then
+    tail_log "$TMP/podman.log"
+    log "podman with the overlay driver failed; falling back to vfs"
+    podman_ rmi -a -f >/dev/null 2>&1 || true
+    podman_store vfs
+    podman_pull || { tail_log "$TMP/podman.log"; die "podman pull does not work on this machine (see above)"; }
+fi
+podman_ image exists "$REF" || die "podman pull succeeded but the image is not in podman's store"
+
+# --- the commands ---------------------------------------------------------------------------------
+run_cm() { "$BIN/cm-client" --host "$CM_HOST" run --rm "$REF" "$@" </dev/null 2>>"$TMP/cm-client.log"; }
+PODMAN_ULIMITS=(--ulimit host)
+run_podman() {
+    podman_ run --rm --network none --runtime runc "${PODMAN_ULIMITS[@]}" --cgroup-parent "$PODMAN_CGROUP" "$REF" "$@" \
+        </dev/null 2>>"$TMP/podman.log"
+}
+
+# Without CAP_SYS_RESOURCE podman's default rlimits (nofile and nproc 1048576, above the hard limits) make
+# runc fail. `--ulimit host` keeps the host's limits where podman supports it; podman 4.3 accepts it but
+# still asks for its defaults. Then the container gets the limits podman itself runs with, spelled out: the
+# hard nofile limit, and nproc capped at pid_max (podman 4.3's own processes run with nproc = pid_max here;
+# asking runc for more fails).
+ULIMIT_NOTE=""
+if ! run_podman true >/dev/null 2>&1; then
+    podman_ rm -a -f >/dev/null 2>&1 || true   # whatever the failed attempt left
+    nofile="$(ulimit -Hn)"
+    nproc="$(ulimit -Hu)"
+    pid_max="$(cat /proc/sys/kernel/pid_max)"
+    [ "$nproc" = unlimited ] || [ "$nproc" -gt "$pid_max" ] && nproc="$pid_max"
+    PODMAN_ULIMITS=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
+    ULIMIT_NOTE="\`--ulimit host\` made runc fail (podman $(podman --version | awk '{ print $3 }') still asks for its"
+    ULIMIT_NOTE+=" default rlimits, above the hard limits: no CAP_SYS_RESOURCE here), so podman ran with"
+    ULIMIT_NOTE+=" \`${PODMAN_ULIMITS[*]}\` (the limits podman itself runs with) instead"
+    log "podman run --ulimit host fails here; using ${PODMAN_ULIMITS[*]}"
+fi
+
+# Both containers must see exactly the loopback interface (what podman's --network none gives).
+for tool in cm podman; do
+    tool_log="$TMP/$([ "$tool" = cm ] && echo cm-server || echo podman).log"
+    ifaces="$("run_$tool" ls /sys/class/net)" || { tail_log "$tool_log"; die "$tool cannot run a container"; }
+    ifaces="$(echo $ifaces)"
+    [ "$ifaces" = lo ] || die "a $tool container sees the network interfaces '$ifaces', not just 'lo':" \
+        "the network modes are no longer comparable"
+done
+
+# Runs one command ($1: cm or podman) with `true` and sets ELAPSED_US (no subshell: the measured span holds
+# only the command's own fork, exec and exit), and STILL_THERE to 1 when the container's directory still
+# existed right after the client returned (it is removed after, not before the client exits).
+ELAPSED_US=0
+STILL_THERE=0
+LAST_TOOL=""   # the tool of the previous run (timed or not), and of the one before this run: PREV_TOOL
+PREV_TOOL=""
+T0=""
+T1=""
+timed_run() {
+    local t0 t1 left
+    PREV_TOOL="$LAST_TOOL"
+    LAST_TOOL="$1"
+    settle
+    t0=$EPOCHREALTIME
+    if ! "run_$1" true >/dev/null; then
+        tail_log "$TMP/$([ "$1" = cm ] && echo cm-server || echo podman).log"
+        die "$1 run failed"
+    fi
+    t1=$EPOCHREALTIME
+    ELAPSED_US=$((${t1/./} - ${t0/./}))
+    T0="${t0/./}"
+    T1="${t1/./}"
+    shopt -s nullglob
+    if [ "$1" = cm ]; then left=("$CM_CONTAINERS"/*); else left=("$PODMAN_DIR/root/$DRIVER-containers"/*/); fi
+    shopt -u nullglob
+    STILL_THERE=$((${#left[@]} > 0))
+}
+ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
+
+log "$WARMUP untimed warm-up runs each"
+for ((run = 1; run <= WARMUP; run++)); do
+    timed_run cm
+    timed_run podman
+done
+
+CM_US=()
+PODMAN_US=()
+CM_LEFT=0
+PODMAN_LEFT=0
+LOAD_BEFORE="$(cut -d ' ' -f 1-3 /proc/loadavg)"
+for ((run = 1; run <= RUNS; run++)); do
+    if ((run % 2)); then
+        timed_run cm
+        CM_US+=("$ELAPSED_US")
+        CM_LEFT=$((CM_LEFT + STILL_THERE))
+        echo "cm $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
+        echo "$PREV_TOOL $T0 $T1" >>"$TMP/cm-timed-runs.txt"
+        timed_run podman
+        PODMAN_US+=("$ELAPSED_US")
+        PODMAN_LEFT=$((PODMAN_LEFT + STILL_THERE))
+        echo "podman $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
+    else
+        timed_run podman
+        PODMAN_US+=("$ELAPSED_US")
+        PODMAN_LEFT=$((PODMAN_LEFT + STILL_THERE))
+        echo "podman $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
+        timed_run cm
+        CM_US+=("$ELAPSED_US")
+        CM_LEFT=$((CM_LEFT + STILL_THERE))
+        echo "cm $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
+        echo "$PREV_TOOL $T0 $T1" >>"$TMP/cm-timed-runs.txt"
+    fi
+    log "run $run/$RUNS: cm $(ms "${CM_US[-1]}") ms, podman $(ms "${PODMAN_US[-1]}") ms"
+done
+LOAD_AFTER="$(cut -d ' ' -f 1-3 /proc/loadavg)"
+settle
+[ -z "$(cm ps -a -q)" ] || die "cm left containers behind after --rm runs"
+[ -z "$(podman_ ps -a -q)" ] || die "podman left containers behind after --rm runs"
+
+# --- where the time goes: (a) and (b) -------------------------------------------------------------
+# Runs "$@" SPLIT_RUNS times (each after settle) and appends "label<TAB>us" lines to $TMP/split.txt.
+time_cmd() {
+    local label="$1" i t0 t1
+    shift
+    for ((i = 1; i <= SPLIT_RUNS; i++)); do
+        settle
+        t0=$EPOCHREALTIME
+        "$@" >/dev/null 2>>"$TMP/cm-client.log" </dev/null || die "'$*' failed"
+        t1=$EPOCHREALTIME
+        printf '%s\t%s\n' "$label" $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+    done
+}
+log "where the time goes: (a) process start and a trivial call, (b) create, start, wait, rm"
+: >"$TMP/split.txt"
+time_cmd version "$BIN/cm-client" --version
+time_cmd images cm images
+# (b): the steps of one container, each timed on its own, in the order docker run does them.
+for ((i = 1; i <= SPLIT_RUNS; i++)); do
+    settle
+    t0=$EPOCHREALTIME
+    cm create "$REF" true >"$TMP/id.txt" 2>>"$TMP/cm-client.log" </dev/null || die "cm-client create failed"
+    t1=$EPOCHREALTIME
+    printf 'create\t%s\n' $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+    read -r id <"$TMP/id.txt"
+    t0=$EPOCHREALTIME
+    cm start "$id" >/dev/null 2>>"$TMP/cm-client.log" </dev/null || die "cm-client start failed"
+    t1=$EPOCHREALTIME
+    printf 'start\t%s\n' $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+    t0=$EPOCHREALTIME
+    cm wait "$id" >"$TMP/code.txt" 2>>"$TMP/cm-client.log" </dev/null || die "cm-client wait failed"
+    t1=$EPOCHREALTIME
+    printf 'wait\t%s\n' $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+    read -r code <"$TMP/code.txt"
+    [ "$code" = 0 ] || die "the container exited with $code, not 0"
+    t0=$EPOCHREALTIME
+    cm rm "$id" >/dev/null 2>>"$TMP/cm-client.log" </dev/null || die "cm-client rm failed"
+    t1=$EPOCHREALTIME
+    printf 'rm\t%s\n' $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+done
+
+# --- where the time goes: (c) the server log ------------------------------------------------------
+log "where the time goes: (c) cm-server --log-level debug, $SPLIT_RUNS runs split by its log"
+settle
+stop_pid "$SERVER_PID"
+SERVER_PID=""
+start_server "$TMP/cm-server-debug.log" --log-level debug
+: >"$TMP/log-runs.txt"
+for ((i = 1; i <= SPLIT_RUNS; i++)); do
+    settle
+    t0=$EPOCHREALTIME
+    run_cm true >/dev/null || die "cm run failed"
+    t1=$EPOCHREALTIME
+    echo "${t0/./} ${t1/./}" >>"$TMP/log-runs.txt"
+done
+settle
+
+# --- where the time goes: (c) perf trace ----------------------------------------------------------
+PERF_EVENTS="execve,clone,clone3,unshare,mount,umount2,pivot_root,fsync,fdatasync,exit_group,connect,bind,write"
+PERF_OK=0
+if command -v perf >/dev/null && perf trace -e exit_group -o /dev/null true >/dev/null 2>&1; then
+    log "where the time goes: (c) $((2 * SPLIT_RUNS)) runs under perf trace -a, half of them after a podman run"
+    perf trace -a -e "$PERF_EVENTS" -o "$TMP/perf-trace.txt" 2>"$TMP/perf.log" &
+    PERF_PID=$!
+    sleep 2   # perf trace -a takes a moment to set up its events
+    kill -0 "$PERF_PID" 2>/dev/null || { tail_log "$TMP/perf.log"; die "perf trace -a did not start"; }
+    : >"$TMP/perf-runs.txt"
+    # Pairs: one cm run right after a cm run, then an untimed podman run, then a cm run right after it.
+    for ((i = 1; i <= SPLIT_RUNS; i++)); do
+        settle
+        t0=$EPOCHREALTIME
+        run_cm true >/dev/null || die "cm run failed"
+        t1=$EPOCHREALTIME
+        echo $((${t1/./} - ${t0/./})) >>"$TMP/perf-runs.txt"
+        settle
+        run_podman true >/dev/null || die "podman run failed"
+        settle
+        run_cm true >/dev/null || die "cm run failed"
+    done
+    settle
+    sleep 0.2
+    # The server's threads (cm-server, tokio workers and blocking threads), to tell them from the client's.
+    ls "/proc/$SERVER_PID/task" >"$TMP/server-tids.txt"
+    stop_pid "$PERF_PID" INT
+    PERF_PID=""
+    PERF_OK=1
+else
+    log "perf trace does not work here: the syscall split is skipped (the log split above still stands)"
+fi
+
+# --- report ---------------------------------------------------------------------------------------
+# awk: RFC 3339 UTC timestamps of the cm-server log (2026-11-29T10:29:38.050462Z) to microseconds since the
+# epoch (run awk with TZ=UTC).
+AWK_US='
+    function us(ts,   frac) {
+        frac = substr(ts, 21, length(ts) - 21)
+        frac = substr(frac "000000", 1, 6)
+        return mktime(substr(ts, 1, 4) " " substr(ts, 6, 2) " " substr(ts, 9, 2) " " substr(ts, 12, 2) " " \
+            substr(ts, 15, 2) " " substr(ts, 18, 2)) * 1000000 + frac
+    }'
+
+# Prints "min p50 p90 max" of the values on stdin (p50: median; p90: nearest rank).
+stats() {
+    sort -n | awk '
+        { v[NR] = $1 }
+        END {
+            if (NR == 0) { print "- - - -"; exit }
+            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            r = int(0.9 * NR); if (r < 0.9 * NR) r++
+            printf "%.0f %.0f %.0f %.0f\n", v[1], m, v[r], v[NR]
+        }'
+}
+read -r CM_MIN CM_P50 CM_P90 CM_MAX <<<"$(printf '%s\n' "${CM_US[@]}" | stats)"
+read -r PM_MIN PM_P50 PM_P90 PM_MAX <<<"$(printf '%s\n' "${PODMAN_US[@]}" | stats)"
+list_ms() { printf '%s\n' "$@" | awk '{ printf "%s%.1f", (NR > 1 ? " " : ""), $1 / 1000 }'; }
+
+cpu="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+mem="$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+fs="$(df -PT "$TMP" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
+cgroups="$([ -f /sys/fs/cgroup/cgroup.controllers ] && echo v2 || echo v1)"
+echo "## cm-client run --rm vs podman run --rm (busybox, \`true\`)"
+echo
+echo "- machine: $(nproc) CPUs (${cpu:-unknown}), $mem RAM, kernel $(uname -r), cgroup $cgroups, stores on $fs"
+echo "- image: $REF (cm-fixture busybox), pulled once into each store before timing"
+echo "- cm: \`cm-client run --rm IMAGE true\`, cm-server at default settings (own --root, socket and" \
+    "cgroup parent); its default network mode gives the container a network namespace with only lo (checked)"
+echo "- podman: \`podman run --rm --network none --runtime runc ${PODMAN_ULIMITS[*]} --cgroup-parent" \
+    "$PODMAN_CGROUP IMAGE true\`; $(podman --version), $(runc --version | head -n 1), storage driver $DRIVER," \
+    "cgroupfs, events none (container sees only lo: checked)"
+[ -z "$ULIMIT_NOTE" ] || echo "- note: $ULIMIT_NOTE"
+echo "- $RUNS timed runs each, interleaved (cm first on odd runs, podman first on even ones), after $WARMUP" \
+    "untimed warm-ups each; before each run, untimed: wait until the previous container is gone, then sync"
+echo "- time: wall clock from fork to exit of the client command"
+echo "- removal: the container's directory still existed right after the client returned in $CM_LEFT of" \
+    "$RUNS cm runs (cm-server removes a --rm container after the exit is reported) and in $PODMAN_LEFT of" \
+    "$RUNS podman runs"
+echo "- load average (1, 5, 15 min) when the script started: $LOAD_START; before the timed runs:" \
+    "$LOAD_BEFORE; after them: $LOAD_AFTER (this script alone keeps about one CPU busy)"
+if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l >= 0.5) }'; then
+    echo "- **WARNING: the machine was busy with other work when the script started (load ${LOAD_START%% *}" \
+        "on $(nproc) CPUs): all times below are inflated and noisier than on an idle machine.**"
+fi
+if [ "$DRIVER" = vfs ]; then
+    echo "- **WARNING: podman's overlay driver does not work here; podman used vfs, which copies the image for"
+    echo "  every container. That makes podman slower: an unfair comparison.**"
+fi
+echo
+echo "| command | runs | min | p50 | p90 | max |"
+echo "|---------|-----:|----:|----:|----:|----:|"
+row() { echo "| $1 | $RUNS | $(ms "$2") ms | $(ms "$3") ms | $(ms "$4") ms | $(ms "$5") ms |"; }
+row "cm-client run --rm" "$CM_MIN" "$CM_P50" "$CM_P90" "$CM_MAX"
+row "podman run --rm" "$PM_MIN" "$PM_P50" "$PM_P90" "$PM_MAX"
+echo
+awk -v p="$PM_P50" -v c="$CM_P50" 'BEGIN {
+    r = p / c
+    if (r >= 1) printf "p50 ratio podman / cm = %.2f: cm-client run is %.2fx faster than podman run\n", r, r
+    else printf "p50 ratio podman / cm = %.2f: cm-client run is %.2fx slower than podman run\n", r, 1 / r
+}'
+echo
+if [ "$CM_P50" -le $((TARGET_MS * 1000)) ]; then
+    echo "Target: cm p50 <= $TARGET_MS ms: **met** (p50 $(ms "$CM_P50") ms)"
+else
+    echo "Target: cm p50 <= $TARGET_MS ms: **not met** (p50 $(ms "$CM_P50") ms," \
+        "$(ms $((CM_P50 - TARGET_MS * 1000))) ms over)"
+fi
+echo
+echo "Every run, in order (ms): cm $(list_ms "${CM_US[@]}")."
+echo "podman $(list_ms "${PODMAN_US[@]}")."
+echo
+# Alternating the order makes every tool run half the time right after itself and half right after the other.
+by_prev() {
+    local n p50
+    n="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p' "$TMP/by-predecessor.txt" | wc -l)"
+    p50="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p { print $3 }' "$TMP/by-predecessor.txt" | stats |
+        awk '{ print $2 }')"
+    [ "$n" -gt 0 ] && echo "$1 after $2: $(ms "$p50") ms ($n runs)" || echo "$1 after $2: no runs"
+}
+echo "p50 by the run just before: $(by_prev cm cm); $(by_prev cm podman); $(by_prev podman podman);" \
+    "$(by_prev podman cm)."
+
+# The timed cm runs split by the lines cm-server logs at its default level ("created", "started", "exited";
+# the first after the run began, then the same container's), by the tool that ran just before.
+TZ=UTC awk "$AWK_US"'
+    FNR == NR { n++; prev[n] = $1; t0[n] = $2; t1[n] = $3; next }
+    / cm_server::containers: (created|started|exited) container=/ {
+        m++; ev_t[m] = us($1); ev_k[m] = $4
+        match($0, /container=[0-9a-f]+/); ev_id[m] = substr($0, RSTART + 10, RLENGTH - 10)
+    }
+    END {
+        for (r = 1; r <= n; r++) {
+            cr = st = ex = -1; id = ""
+            for (j = 1; j <= m; j++) {
+                if (cr < 0 && ev_k[j] == "created" && ev_t[j] >= t0[r]) { cr = ev_t[j]; id = ev_id[j] }
+                else if (cr >= 0 && ev_id[j] == id && ev_k[j] == "started") st = ev_t[j]
+                else if (cr >= 0 && ev_id[j] == id && ev_k[j] == "exited") ex = ev_t[j]
+            }
+            if (cr < 0 || st < 0 || ex < 0 || ex > t1[r]) continue
+            print prev[r], "a", cr - t0[r]; print prev[r], "b", st - cr
+            print prev[r], "c", ex - st; print prev[r], "d", t1[r] - ex
+        }
+    }' "$TMP/cm-timed-runs.txt" "$TMP/cm-server.log" >"$TMP/timed-split.txt"
+timed_split() {   # predecessor, phase: the median in ms, or -
+    local v
+    v="$(awk -v p="$1" -v k="$2" '$1 == p && $2 == k { print $3 }' "$TMP/timed-split.txt" | stats |
+        awk '{ print $2 }')"
+    [ "$v" = - ] && echo - || echo "$(ms "$v") ms"
+}
+echo
+echo "The timed cm runs split by cm-server's log (default level), p50 after a cm run / after a podman run:" \
+    "client exec → \"created\" $(timed_split cm a) / $(timed_split podman a);" \
+    "\"created\" → \"started\" $(timed_split cm b) / $(timed_split podman b);" \
+    "\"started\" → \"exited\" $(timed_split cm c) / $(timed_split podman c);" \
+    "\"exited\" → client exit $(timed_split cm d) / $(timed_split podman d)."
+
+# Prints "| label | n | median | min | max |" for the split.txt rows with that key.
+split_row() {
+    local key="$1" label="$2" min p50 p90 max
+    read -r min p50 p90 max <<<"$(awk -F'\t' -v k="$key" '$1 == k { print $2 }' "$TMP/split.txt" | stats)"
+    echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$max") ms |"
+}
+split_median() { awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$TMP/split.txt" | stats | awk '{ print $2 }'; }
+echo
+echo "## Where the time goes (cm)"
+echo
+echo "### (a) process start and an empty gRPC round trip ($SPLIT_RUNS runs each)"
+echo
+echo "| command | median | min | max |"
+echo "|---------|-------:|----:|----:|"
+split_row version "\`cm-client --version\`: process start only, no connection"
+split_row images "\`cm-client images\`: process start, connect, one ListImages call (1 image)"
+echo
+echo "### (b) the steps of a run as separate commands ($SPLIT_RUNS containers)"
+echo
+echo "| command | median | min | max |"
+echo "|---------|-------:|----:|----:|"
+split_row create "\`cm-client create IMAGE true\`"
+split_row start "\`cm-client start ID\`: returns once the monitor has released the container's init"
+split_row wait "\`cm-client wait ID\` (right after start): process start + the rest of the container's life"
+split_row rm "\`cm-client rm ID\` (stopped container)"
+sum=0
+for k in create start wait rm; do
+    sum=$((sum + $(split_median "$k")))
+done
+echo
+echo "Sum of the four medians: $(ms "$sum") ms (four client processes), against $(ms "$CM_P50") ms for one" \
+    "\`cm-client run --rm\` (p50 above; one process, and its container is removed after it returns)."
+
+# (c) log split. Log timestamps (RFC 3339, UTC) to microseconds since the epoch, then per run the first
+# matching line after the previous mark.
+echo
+echo "### (c) one run split by the cm-server log ($SPLIT_RUNS runs, --log-level debug)"
+echo
+TZ=UTC awk "$AWK_US"'
+    FNR == NR { n++; t0[n] = $1; t1[n] = $2; next }
+    /^[0-9][0-9][0-9][0-9]-/ {
+        t = us($1); kind = ""
+        if (index($0, "h2::codec::framed_read: received frame=Headers { stream_id: StreamId(1),")) kind = "h1"
+        else if (index($0, "h2::codec::framed_read: received frame=Headers { stream_id: StreamId(3),")) kind = "h3"
+        else if (index($0, "h2::codec::framed_write: send frame=Data { stream_id: StreamId(3)")) kind = "d3"
+        else if (index($0, "cm_server::containers: created container=")) kind = "created"
+        else if (index($0, "cm_server::containers: started container=")) kind = "started"
+        else if (index($0, "cm_server::containers: exited container=")) kind = "exited"
+        else if (index($0, "cm_server::containers: removed container=")) kind = "removed"
+        if (kind == "") next
+        m++; ev_t[m] = t; ev_k[m] = kind
+        if (match($0, /container=[0-9a-f]+/)) ev_id[m] = substr($0, RSTART + 10, RLENGTH - 10)
+    }
+    # The first event of kind k at or after time t (and of container id, when given), else -1.
+    function find(k, t, id,   j) {
+        for (j = 1; j <= m; j++)
+            if (ev_k[j] == k && ev_t[j] >= t && (id == "" || ev_id[j] == id)) { found_id = ev_id[j]; return ev_t[j] }
+        return -1
+    }
+    END {
+        for (r = 1; r <= n; r++) {
+            h1 = find("h1", t0[r], "")
+            cr = find("created", h1, ""); id = found_id
+            h3 = find("h3", cr, "")
+            st = find("started", h3, id)
+            ex = find("exited", st, id)
+            ef = -1
+            # The exit frame: the first Data frame on stream 3 after "exited" (the Started frame comes before).
+            for (j = 1; j <= m; j++) if (ev_k[j] == "d3" && ev_t[j] >= ex) { ef = ev_t[j]; break }
+            rm = find("removed", ex, id)
+            if (h1 < 0 || cr < 0 || h3 < 0 || st < 0 || ex < 0 || ef < 0 || rm < 0 || ef > t1[r]) {
+                printf "incomplete %d\n", r; continue
+            }
+            printf "p1 %d\np2 %d\np3 %d\np4 %d\np5 %d\np6 %d\np7 %d\ntotal %d\nrm %d\n", \
+                h1 - t0[r], cr - h1, h3 - cr, st - h3, ex - st, ef - ex, t1[r] - ef, t1[r] - t0[r], rm - ex
+        }
+    }' "$TMP/log-runs.txt" "$TMP/cm-server-debug.log" >"$TMP/log-split.txt"
+log_row() {   # key, then the label (its words may come as several arguments)
+    local key="$1" label="${*:2}" n min p50 p90 max
+    n="$(awk -v k="$key" '$1 == k' "$TMP/log-split.txt" | wc -l)"
+    read -r min p50 p90 max <<<"$(awk -v k="$key" '$1 == k { print $2 }' "$TMP/log-split.txt" | stats)"
+    [ "$n" -gt 0 ] || { echo "| $label | - | - | - |"; return 0; }
+    echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$max") ms |"
+}
+incomplete="$(awk '$1 == "incomplete"' "$TMP/log-split.txt" | wc -l)"
+echo "| phase (what happens) | median | min | max |"
+echo "|----------------------|-------:|----:|----:|"
+log_row p1 "client exec → Create request at the server: client process start, connect, HTTP/2 handshake"
+log_row p2 "Create request → \"created\": resolve image, write the record (fsync)"
+log_row p3 "\"created\" → Attach request at the server: Create response, client sends Attach(start)"
+log_row p4 "Attach request → \"started\": cgroup, /etc files + bundle (fsync), cm-monitor spawn" \
+    "(namespaces, cgroup placement, fsync), go-ahead, record (fsync)"
+log_row p5 "\"started\" → \"exited\": init mounts rootfs + pivot_root, exec \`true\`, exit; monitor" \
+    "writes exit.json (fsync); server removes the cgroup"
+log_row p6 "\"exited\" → exit frame sent: record the exit (fsync)"
+log_row p7 "exit frame → client exited: client receives it and exits"
+log_row total "**total** (client exec → exit)"
+log_row rm "\"exited\" → \"removed\" (auto-remove; after the client returned, not in the latency)"
+echo
+echo "Phases are between log lines (debug level adds the HTTP/2 frame lines); medians of phases need not add" \
+    "up to the median total.$([ "$incomplete" -gt 0 ] &&
+        echo " $incomplete run(s) lacked a log line and are left out.")"
+
+# (c) perf trace split.
+if [ "$PERF_OK" = 1 ]; then
+    # 1) Normalise perf trace lines to "start<TAB>duration<TAB>tid<TAB>syscall<TAB>ret<TAB>comm<TAB>args":
+    #    one record per completed call (start from its entry line when perf split it); dur -1 = unknown.
+    # 2) Sort by start time; split into runs at each exec of cm-client; follow its processes (client, the
+    #    server's spawn of cm-monitor, the monitor, the container's init) and measure the intervals.
+    awk '
+        {
+            p = index($0, "): "); if (p == 0) next
+            head = substr($0, 1, p); s = substr($0, p + 3)
+            split(head, hf, "(")
+            start = hf[1]; gsub(/ /, "", start)
+            dur = -1
+            if (match(head, /[0-9.]+ ms\)/)) dur = substr(head, RSTART, RLENGTH - 4) + 0
+            if (!match(s, /\/[0-9]+ /)) next
+            comm = substr(s, 1, RSTART - 1)
+            tid = substr(s, RSTART + 1, RLENGTH - 2)
+            rest = substr(s, RSTART + RLENGTH)
+            sub(/^ +/, "", rest)
+            cont = 0
+            if (index(rest, "... [continued]: ") == 1) { cont = 1; rest = substr(rest, 18) }
+            name = rest; sub(/\(.*/, "", name)
+            args = rest; sub(/^[^(]*\(/, "", args)
+            if (rest ~ /\.\.\. *$/ && !cont) {
+                if ((tid, name) in orphan) {   # its completion came first (an execve perf printed early)
+                    split(orphan[tid, name], o, "\t"); delete orphan[tid, name]
+                    printf "%s\t-1\t%s\t%s\t%s\t%s\t%s\n", start, tid, name, o[1], o[2], args
+                    next
+                }
+                pend[tid, name] = start; pargs[tid, name] = args; next
+            }
+            ret = ""
+            if (match(rest, /= [^ ]+/)) ret = substr(rest, RSTART + 2, RLENGTH - 2)
+            if (cont) {
+                if (start == "?" && !((tid, name) in pend)) { orphan[tid, name] = ret "\t" comm; next }
+                if (start == "?") start = pend[tid, name]
+                args = pargs[tid, name]; delete pend[tid, name]
+            }
+            if (start == "?") next
+            if (name == "exit_group") dur = 0
+            printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", start, dur, tid, name, ret, comm, args
+        }' "$TMP/perf-trace.txt" | sort -t "$(printf '\t')" -k1,1n >"$TMP/perf-calls.txt"
+    awk -F'\t' '
+        FNR == NR { srv[$1] = 1; next }
+        function flush() {
+            if (!run) return
+            pre = (run % 2) ? "" : "P"   # odd runs come right after a cm run, even ones after podman
+            if (cexit == "" || mexec == "" || tstart == "" || texit == "" || mexit == "" || spawn == "" ||
+                lexit == "" || go == "" || cconn == "" || nsend == "") { print pre "incomplete " run; return }
+            print pre "i1 " cconn - cexec
+            print pre "i2 " spawn - cconn
+            print pre "i3 " mexec - spawn
+            print pre "i4 " lexit - mexec
+            print pre "i5 " go - lexit
+            print pre "i6 " tstart - go
+            print pre "i7 " texit - tstart
+            print pre "i8 " mexit - texit
+            print pre "i9 " cexit - mexit
+            print pre "total " cexit - cexec
+            print pre "f2 " f2; print pre "f4 " f4; print pre "f8 " f8; print pre "f9 " f9
+            print pre "fsync_n " fn; print pre "fsync_ms " fms
+            print pre "fcrit " f2 + f4 + f8 + f9
+            print pre "ns_clone " nsdur
+            if (bind != "") { print pre "placement " bind - nsend; print pre "placement_writes " pw }
+            if (pw > 0) { print pre "pw_first " pwfirst; print pre "pw_rest " pwsum - pwfirst }
+            print pre "mexec_dur " mexecdur
+            print pre "mounts_n " mn; print pre "mounts_ms " mms
+            print pre "umount " um; print pre "texec_dur " texecdur
+        }
+        # This script forks its cm-client runs itself (other cm-clients on the machine are not ours).
+        ($4 == "clone" || $4 == "clone3") && $3 == sh && $5 + 0 > 0 { ours[$5 + 0] = 1 }
+        $4 == "execve" && $6 == "cm-client" && $5 == "0" && ($3 in ours) {
+            flush(); run++
+            delete cl; delete mon; cl[$3] = 1
+            cexec = $1; cexit = cconn = spawn = mexec = lexit = go = tstart = texit = mexit = nsend = bind = ""
+            m1 = m2 = init = ""; f2 = f4 = f8 = f9 = fn = fms = pw = pwsum = pwfirst = mn = mms = um = 0
+            nsdur = mexecdur = texecdur = -1
+            next
+        }
+        !run { next }
+        {
+            t = $1; d = $2; tid = $3; call = $4; ret = $5 + 0
+            if ((call == "clone" || call == "clone3") && ret > 0) {
+                if (tid in cl) cl[ret] = 1
+                else if (tid in srv) child[ret] = t   # a thread, or the process that becomes cm-monitor
+                else if (tid == m1 && m2 == "") m2 = ret
+                else if (tid == m2 && index($7, "NEWNS")) { init = ret; nsdur = d; nsend = t + d }
+            }
+            if (call == "execve" && $6 == "cm-monitor" && $5 == "0" && m1 == "" && (tid in child)) {
+                m1 = tid; mexec = t; mexecdur = d; spawn = child[tid]
+            }
+            if (call == "connect" && (tid in cl) && cconn == "") cconn = t
+            if (call == "exit_group" && (tid in cl) && cexit == "") cexit = t
+            if (call == "exit_group" && tid == m1 && lexit == "") lexit = t
+            if (call == "exit_group" && tid == m2 && m2 != "" && mexit == "") mexit = t
+            if (call == "bind" && tid == m2 && m2 != "" && bind == "") bind = t
+            if (call == "write" && tid == m2 && m2 != "" && nsend != "" && bind == "") {
+                if (pw == 0) pwfirst = d
+                pw++; pwsum += d
+            }
+            if (tid == init && init != "") {
+                if (call == "unshare" && go == "") go = t
+                if (call == "mount" && tstart == "") { mn++; mms += d }
+                if (call == "umount2" && tstart == "") um += d
+                if (call == "execve" && $5 == "0" && tstart == "") { tstart = t; texecdur = d }
+                if (call == "exit_group" && texit == "") texit = t
+            }
+            if ((call == "fsync" || call == "fdatasync") && d >= 0 && ((tid in srv) || tid == m2)) {
+                if (cexit != "") next
+                fn++; fms += d
+                if (tid in srv && spawn == "") f2 += d
+                else if (tid == m2 && lexit == "") f4 += d
+                else if (tid == m2) f8 += d
+                else if (tid in srv && mexit != "") f9 += d
+            }
+        }
+        END { flush() }' sh="$$" "$TMP/server-tids.txt" "$TMP/perf-calls.txt" >"$TMP/perf-split.txt"
+    perf_row() {
+        local key="$1" label="$2" fkey="${3:-}" n min p50 p90 max f=""
+        n="$(awk -v k="$key" '$1 == k' "$TMP/perf-split.txt" | wc -l)"
+        [ "$n" -gt 0 ] || { echo "| $label | - | - | - | - |"; return 0; }
+        read -r min p50 p90 max <<<"$(awk -v k="$key" '$1 == k { print $2 * 1000 }' "$TMP/perf-split.txt" | stats)"
+        if [ -n "$fkey" ]; then
+            f="$(awk -v k="$fkey" '$1 == k { print $2 * 1000 }' "$TMP/perf-split.txt" | stats | awk '{ print $2 }')"
+            f="$(ms "$f") ms"
+        fi
+        echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$max") ms | $f |"
+    }
+    perf_median() { awk -v k="$1" '$1 == k { print $2 * 1000 }' "$TMP/perf-split.txt" | stats | awk '{ print $2 }'; }
+    traced="$(awk '$1 == "total"' "$TMP/perf-split.txt" | wc -l)"
+    incomplete="$(awk '$1 == "incomplete"' "$TMP/perf-split.txt" | wc -l)"
+    echo
+    echo "### (c) one run split by its system calls (perf trace -a, $traced of $SPLIT_RUNS runs traced completely)"
+    echo
+    echo "Intervals between system calls of the client, cm-server, cm-monitor and the container's init," \
+        "back to back from the client's execve to its exit_group; fsync: time in fsync calls of cm-server" \
+        "and cm-monitor inside the interval. For scale: fork to exit took" \
+        "$(ms "$(stats <"$TMP/perf-runs.txt" | awk '{ print $2 }')") ms (median) in these traced runs and" \
+        "$(ms "$(awk '$1 == "total" { print $2 }' "$TMP/log-split.txt" | stats | awk '{ print $2 }')") ms" \
+        "in the untraced runs of the log split above (same server); the difference is tracing overhead" \
+        "and noise.$(grep -q LOST "$TMP/perf-trace.txt" && echo " perf reported lost events.")"
+    echo
+    echo "| interval (what happens) | median | min | max | fsync (median) |"
+    echo "|-------------------------|-------:|----:|----:|---------------:|"
+    perf_row i1 "client execve → client connect(): client process start"
+    perf_row i2 "→ server forks cm-monitor: Create call, Attach call, cgroup, /etc files, bundle" f2
+    perf_row i3 "→ cm-monitor execve: fork of cm-server until the exec"
+    perf_row i4 "→ monitor up (its parent exits): exec, clone into namespaces, cgroup placement, monitor.json" f4
+    perf_row i5 "→ init released (its unshare(CLONE_NEWCGROUP)): server connects and sends start"
+    perf_row i6 "→ execve(\"true\"): init mounts the rootfs, /proc, /dev, /sys, ..., pivot_root"
+    perf_row i7 "→ \`true\` exits: exec and run of \`true\`"
+    perf_row i8 "→ monitor exits: reap, drain, exit.json" f8
+    perf_row i9 "→ client exit_group: server removes the cgroup, records the exit, sends it; client exits" f9
+    perf_row total "**total** (client execve → exit_group, under perf trace)" fcrit
+    echo
+    echo "Inside those (medians):"
+    echo
+    echo "| detail | median | min | max |"
+    echo "|--------|-------:|----:|----:|"
+    perf_row_plain() {
+        local key="$1" label="$2" unit="$3" min p50 p90 max n
+        n="$(awk -v k="$key" '$1 == k && $2 >= 0' "$TMP/perf-split.txt" | wc -l)"
+        [ "$n" -gt 0 ] || { echo "| $label | - | - | - |"; return 0; }
+        if [ "$unit" = ms ]; then
+            read -r min p50 p90 max <<<"$(awk -v k="$key" '$1 == k && $2 >= 0 { print $2 * 1000 }' \
+                "$TMP/perf-split.txt" | stats)"
+            echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$max") ms |"
+        else
+            read -r min p50 p90 max <<<"$(awk -v k="$key" '$1 == k { print $2 }' "$TMP/perf-split.txt" | stats)"
+            echo "| $label | $p50 | $min | $max |"
+        fi
+    }
+    perf_row_plain fsync_n "fsync calls of cm-server and cm-monitor before the client exits" n
+    perf_row_plain fsync_ms "time in those fsync calls" ms
+    perf_row_plain fcrit "of which on the path above (the fsync column)" ms
+    perf_row_plain mexec_dur "execve of cm-monitor" ms
+    perf_row_plain ns_clone "clone(NEWNS|NEWUTS|NEWIPC|NEWPID|NEWNET) of the init" ms
+    perf_row_plain placement "clone return → bind of the monitor socket (pidfd, cgroup placement)" ms
+    perf_row_plain placement_writes "write() calls in that span (the init's pid to each cgroup.procs)" n
+    perf_row_plain pw_first "the first of those writes" ms
+    perf_row_plain pw_rest "all the others together" ms
+    perf_row_plain mounts_n "mount() calls of the init" n
+    perf_row_plain mounts_ms "time in them" ms
+    perf_row_plain umount "umount2 of the old root after pivot_root" ms
+    perf_row_plain texec_dur "execve of \`true\`" ms
+    total_med="$(perf_median total)"
+    fsync_med="$(perf_median fcrit)"
+    echo
+    awk -v t="$total_med" -v f="$fsync_med" 'BEGIN {
+        if (t > 0)
+            printf "fsync on the path takes %.0f%% of a traced run (medians: %.1f of %.1f ms).", \
+                100 * f / t, f / 1000, t / 1000
+    }'
+    [ "$incomplete" -gt 0 ] && echo " $incomplete traced run(s) lacked an event and are left out."
+    echo
+    # The same intervals for the cm runs that came right after an (untimed) podman run.
+    cmp_row() {
+        local a b
+        a="$(perf_median "$1")"
+        b="$(perf_median "P$1")"
+        a="$([ -n "$a" ] && [ "$a" != - ] && echo "$(ms "$a") ms" || echo -)"
+        b="$([ -n "$b" ] && [ "$b" != - ] && echo "$(ms "$b") ms" || echo -)"
+        echo "| $2 | $a | $b |"
+    }
+    after_podman="$(awk '$1 == "Ptotal"' "$TMP/perf-split.txt" | wc -l)"
+    echo
+    echo "### (c) the same, for cm runs right after a podman run ($after_podman of $SPLIT_RUNS traced completely)"
+    echo
+    echo "Each traced run above came right after a cm run; between them the script ran an untimed podman run," \
+        "waited until it was gone and traced a cm run right after it. Medians:"
+    echo
+    echo "| interval | after a cm run | after a podman run |"
+    echo "|----------|---------------:|-------------------:|"
+    cmp_row i1 "client start"
+    cmp_row i2 "→ server forks cm-monitor"
+    cmp_row i3 "→ cm-monitor execve"
+    cmp_row i4 "→ monitor up"
+    cmp_row pw_first "(in it: the first cgroup.procs write)"
+    cmp_row i5 "→ init released"
+    cmp_row i6 "→ execve(\"true\")"
+    cmp_row i7 "→ \`true\` exits"
+    cmp_row i8 "→ monitor exits"
+    cmp_row i9 "→ client exit_group"
+    cmp_row total "**total**"
+    cmp_row fcrit "fsync on the path"
+else
+    echo
+    echo "(perf trace is not available here: no split by system calls.)"
+fi
