@@ -158,18 +158,23 @@ impl Containers {
     }
 
     fn insert(&self, record: Record, dir: PathBuf) -> Arc<Container> {
+        let container = self.container(record, dir);
+        self.table.lock().unwrap().insert(container.id.clone(), container.clone());
+        container
+    }
+
+    /// A container object for a record; it holds its image's snapshots from now on.
+    fn container(&self, record: Record, dir: PathBuf) -> Arc<Container> {
         let chain_ids = record.config.chain_ids.clone();
         let exited = record.state.exit.clone().filter(|_| record.state.status == Status::Stopped);
-        let container = Arc::new(Container {
+        Arc::new(Container {
             id: record.config.id.clone(),
             dir,
             record: Mutex::new(record),
             exited: watch::channel(exited).0,
             lifecycle: tokio::sync::Mutex::new(()),
             _lease: self.images.lease(chain_ids),
-        });
-        self.table.lock().unwrap().insert(container.id.clone(), container.clone());
-        container
+        })
     }
 
     /// After a server restart: watch a running container again, or record that it ended while we were away.
@@ -294,7 +299,8 @@ impl Containers {
             id,
         };
         record::parse_signal(&config.stop_signal).map_err(ContainerError::InvalidArgument)?;
-        let table = self.table.lock().unwrap();
+        // The name check and the insertion happen under one lock: two creates cannot take the same name.
+        let mut table = self.table.lock().unwrap();
         if !config.name.is_empty() && table.values().any(|c| c.record.lock().unwrap().config.name == config.name) {
             return Err(ContainerError::AlreadyExists(format!(
                 "the name {:?} is already in use by another container; remove it or pick another name",
@@ -307,8 +313,8 @@ impl Containers {
         }
         let record = Record { config, state: State::default() };
         crate::store::write_json(&dir.join(record::RECORD_FILE), &record).map_err(internal("saving the container"))?;
-        drop(table);
-        let container = self.insert(record, dir);
+        let container = self.container(record, dir);
+        table.insert(container.id.clone(), container.clone());
         tracing::info!(container = %container.id, "created");
         Ok(container)
     }
