@@ -123,6 +123,16 @@ pub struct Containers {
     table: Mutex<HashMap<String, Arc<Container>>>,
 }
 
+/// Kills what is left in a cgroup and removes it, off the async threads (both may wait a little).
+async fn remove_cgroup(cgroup: Cgroup) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let _ = cgroup.kill_all();
+        cgroup.destroy()
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 /// Default grace period of Stop.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -348,8 +358,7 @@ impl Containers {
                 Ok(session)
             }
             Err(e) => {
-                let _ = cgroup.kill_all();
-                let _ = cgroup.destroy();
+                let _ = remove_cgroup(cgroup).await;
                 Err(e)
             }
         }
@@ -446,8 +455,7 @@ impl Containers {
     async fn exited(self: &Arc<Self>, c: &Arc<Container>, exit: ExitInfo) {
         let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
         let oom_killed = cgroup.oom_kills() > 0;
-        let _ = cgroup.kill_all();
-        if let Err(e) = cgroup.destroy() {
+        if let Err(e) = remove_cgroup(cgroup).await {
             tracing::warn!(container = %c.id, error = %e, "cannot remove the cgroup");
         }
         let record = ExitRecord::from_info(&exit, oom_killed);
@@ -523,9 +531,7 @@ impl Containers {
         if self.table.lock().unwrap().remove(&c.id).is_none() {
             return Ok(()); // removed meanwhile (auto-remove)
         }
-        let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
-        let _ = cgroup.kill_all();
-        let _ = cgroup.destroy();
+        let _ = remove_cgroup(Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id)).await;
         let dir = c.dir.clone();
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
             .await
