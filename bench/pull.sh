@@ -24,11 +24,10 @@
 set -euo pipefail
 shopt -s inherit_errexit   # command substitutions ($(timed_pull ...)) stop at errors too
 
-[ "$(id -u)" = 0 ] || { echo "pull.sh: run as root (sudo bench/pull.sh): cm-server and podman need it" >&2; exit 1; }
-# Re-run this script in a private mount namespace (same pid: unshare execs it) for the overlays below.
-if [ -z "${CM_BENCH_MOUNT_NS:-}" ]; then
-    CM_BENCH_MOUNT_NS=1 exec unshare --mount --propagation private -- "$BASH" "$0" "$@"
-fi
+BENCH=pull
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_enter_namespace "$@"   # root check, then this script again in a private mount namespace
 
 RUNS="${RUNS:-5}"
 MB="${MB:-60}"
@@ -39,9 +38,6 @@ cd "$(dirname "$0")/.." || exit 1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/cm-target}"
 BIN="$CARGO_TARGET_DIR/release"
 REPO_TAG="bench/image:latest"
-
-log() { echo "pull.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 for n in RUNS MB LAYERS; do
     [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
@@ -62,33 +58,8 @@ SERVER_PID=""
 PODMAN=()   # the podman command line with its isolated store, once chosen
 OVERLAYS=() # the machine directories overlaid in this mount namespace
 
-# Stops a background process we started: SIGTERM, up to 5 s of grace, then SIGKILL.
-stop_pid() {
-    local pid="$1" i
-    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# Unmounts everything mounted under $TMP (podman's overlay driver bind-mounts its home onto itself),
-# deepest first.
-unmount_tmp() {
-    local mp
-    awk -v tmp="$TMP/" 'index($5, tmp) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-        while read -r mp; do
-            umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || log "warning: could not unmount $mp"
-        done
-}
-
 cleanup() {
-    local status=$? i
+    local status=$?
     set +e
     trap - EXIT INT TERM
     stop_pid "$SERVER_PID"
@@ -97,60 +68,17 @@ cleanup() {
     fi
     stop_pid "$REGISTRY_PID"
     unmount_tmp
-    for ((i = ${#OVERLAYS[@]} - 1; i >= 0; i--)); do
-        umount "${OVERLAYS[i]}" 2>/dev/null || umount -l "${OVERLAYS[i]}" 2>/dev/null
-    done
-    if [ "$status" != 0 ] || [ "$KEEP_LOGS" = 1 ]; then
-        local keep
-        keep="$(mktemp -d /tmp/cm-bench-pull-logs.XXXXXX)"
-        cp "$TMP"/*.log "$keep"/ 2>/dev/null
-        log "logs kept in $keep"
-    fi
-    # --one-file-system: should an unmount have failed, never delete through a mount point.
-    rm -rf --one-file-system "$TMP"
-    [ -e "$TMP" ] && log "warning: $TMP could not be removed entirely"
+    unmount_overlays
+    keep_logs_and_remove_tmp "$status" '*.log'
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Prints the last lines of a log file to stderr (for error messages).
-tail_log() { log "last lines of $1:"; tail -n 20 "$1" >&2 || true; }
-
 now_ns() { date +%s%N; }
 
 # --- registry -------------------------------------------------------------------------------------
-# True when something listens on 127.0.0.1:$1 or 0.0.0.0:$1 (IPv4; /proc/net/tcp, state 0A = LISTEN).
-port_in_use() {
-    local hex
-    hex="$(printf '%04X' "$1")"
-    awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
-        /proc/net/tcp
-}
-
-# Picks a free port, starts the registry there and waits for it; retries when another process grabbed
-# the port in between (the registry then exits with "address already in use").
-start_registry() {
-    local attempt port
-    for attempt in 1 2 3 4 5; do
-        port=$((20000 + RANDOM % 40000))
-        port_in_use "$port" && continue
-        "$BIN/cm-fixture" registry --dir "$TMP/registry" --port "$port" >/dev/null 2>"$TMP/registry.log" &
-        REGISTRY_PID=$!   # cm-fixture execs docker-registry: this is the registry's pid
-        if "$BIN/cm-fixture" wait-registry --registry "127.0.0.1:$port" >/dev/null 2>&1 &&
-            kill -0 "$REGISTRY_PID" 2>/dev/null; then
-            REGISTRY="127.0.0.1:$port"
-            return 0
-        fi
-        log "registry on port $port did not come up (attempt $attempt)"
-        stop_pid "$REGISTRY_PID"
-        REGISTRY_PID=""
-    done
-    tail_log "$TMP/registry.log"
-    die "could not start the registry (cm-fixture registry; needs Debian's docker-registry)"
-}
-
 start_registry
 REF="$REGISTRY/$REPO_TAG"
 log "registry on $REGISTRY; pushing a $MB MiB, $LAYERS-layer bench image"
@@ -168,18 +96,7 @@ IMAGE_LAYERS="$(grep -o '"digest"' <<<"$manifest" | awk 'END { print NR - 1 }')"
 
 # --- cm-server ------------------------------------------------------------------------------------
 CM_HOST="unix:$TMP/cm.sock"
-cm() { "$BIN/cm-client" --host "$CM_HOST" "$@"; }
-
-"$BIN/cm-server" --root "$TMP/cm-root" --listen "$CM_HOST" >"$TMP/cm-server.log" 2>&1 &
-SERVER_PID=$!
-for ((i = 0; ; i++)); do
-    cm images >/dev/null 2>&1 && break
-    if ! kill -0 "$SERVER_PID" 2>/dev/null || [ "$i" -ge 100 ]; then
-        tail_log "$TMP/cm-server.log"
-        die "cm-server did not come up on $CM_HOST"
-    fi
-    sleep 0.1
-done
+start_server "$TMP/cm-server.log"   # no cgroup parent: pulls only, no containers
 
 # Removes the image from cm's store if it is there; rmi also garbage-collects its blobs and snapshots,
 # so the next pull downloads and unpacks everything again.
@@ -192,16 +109,8 @@ cm_reset() {
 cm_pull() { cm pull "$REF" >/dev/null; }
 
 # --- podman ---------------------------------------------------------------------------------------
-# Overlays on the machine-wide directories podman writes to regardless of --root (see the top): in
-# this mount namespace, writes there land in $TMP/host-overlays; the real directories stay untouched.
-# (An overlay hides mounts below its directory; no tool here needs any under /etc, /var/lib or /run.)
-for dir in /etc /var/lib /run; do
-    upper="$TMP/host-overlays/${dir//\//_}"
-    mkdir -p "$upper/upper" "$upper/work"
-    mount -t overlay overlay -o "lowerdir=$dir,upperdir=$upper/upper,workdir=$upper/work" "$dir" ||
-        die "could not mount an overlay on $dir (needed to keep podman's writes off the machine)"
-    OVERLAYS+=("$dir")
-done
+# Overlays on the machine-wide directories podman writes to regardless of --root (see the top; lib.sh).
+mount_host_overlays /etc /var/lib /run
 
 # A store of podman's own: its storage.conf replaces the machine's (no mount_program, no additional
 # image stores), and --root/--runroot/--tmpdir/TMPDIR keep every file it writes under $TMP.
@@ -269,7 +178,7 @@ done
 
 # --- report ---------------------------------------------------------------------------------------
 # Prints "min median max" in nanoseconds (the median of an even count is the mean of the middle two).
-stats() {
+stats_ns() {
     printf '%s\n' "$@" | sort -n | awk '
         { v[NR] = $1 }
         END {
@@ -277,14 +186,12 @@ stats() {
             printf "%.0f %.0f %.0f\n", v[1], m, v[NR]   # not %d: mawk clamps it to 2^31-1
         }'
 }
-read -r CM_MIN CM_MED CM_MAX <<<"$(stats "${CM_NS[@]}")"
-read -r PM_MIN PM_MED PM_MAX <<<"$(stats "${PODMAN_NS[@]}")"
+read -r CM_MIN CM_MED CM_MAX <<<"$(stats_ns "${CM_NS[@]}")"
+read -r PM_MIN PM_MED PM_MAX <<<"$(stats_ns "${PODMAN_NS[@]}")"
 mibps() { awk -v b="$IMAGE_BYTES" -v ns="$1" 'BEGIN { printf "%.1f MiB/s", b / 1048576 / (ns / 1e9) }'; }
 row() { echo "| $1 | $RUNS | $(secs "$2") s | $(secs "$3") s | $(secs "$4") s | $(mibps "$3") |"; }
 
-cpu="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-mem="$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-fs="$(df -PT "$TMP" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
+machine_facts
 echo "## cm-client pull vs podman pull"
 echo
 echo "- machine: $(nproc) CPUs (${cpu:-unknown}), $mem RAM, kernel $(uname -r), store on $fs"

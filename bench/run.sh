@@ -48,11 +48,10 @@
 set -euo pipefail
 shopt -s inherit_errexit   # command substitutions stop at errors too
 
-[ "$(id -u)" = 0 ] || { echo "run.sh: run as root (sudo bench/run.sh): cm-server and podman need it" >&2; exit 1; }
-# Re-run this script in a private mount namespace (same pid: unshare execs it) for the overlays below.
-if [ -z "${CM_BENCH_MOUNT_NS:-}" ]; then
-    CM_BENCH_MOUNT_NS=1 exec unshare --mount --propagation private -- "$BASH" "$0" "$@"
-fi
+BENCH=run
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_enter_namespace "$@"   # root check, then this script again in a private mount namespace
 export LC_ALL=C   # $EPOCHREALTIME with a decimal point, C sorting
 
 RUNS="${RUNS:-30}"
@@ -68,9 +67,6 @@ BIN="$CARGO_TARGET_DIR/release"
 REPO_TAG="bench/busybox:latest"
 CM_CGROUP="cm-bench-$$"
 PODMAN_CGROUP="/cm-bench-$$-podman"
-
-log() { echo "run.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 for n in RUNS WARMUP SPLIT_RUNS TARGET_MS; do
     [[ "${!n}" =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
@@ -98,80 +94,8 @@ OVERLAYS=()     # the machine directories overlaid in this mount namespace
 CM_HOST="unix:$TMP/cm.sock"
 CM_CONTAINERS="$TMP/cm-root/containers"
 
-cm() { "$BIN/cm-client" --host "$CM_HOST" "$@"; }
-# podman with its isolated store (a function, not `env ...`: no extra process in the timed runs).
-podman_() {
-    CONTAINERS_STORAGE_CONF="$PODMAN_DIR/storage.conf" TMPDIR="$PODMAN_DIR/tmp" podman \
-        --root "$PODMAN_DIR/root" --runroot "$PODMAN_DIR/run" --tmpdir "$PODMAN_DIR/tmp" \
-        --storage-driver "$DRIVER" --events-backend none --cgroup-manager cgroupfs "$@"
-}
-
-# Stops a background process we started: SIGTERM (or $2), up to 5 s of grace, then SIGKILL.
-stop_pid() {
-    local pid="$1" sig="${2:-TERM}" i
-    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
-        return 0
-    fi
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# Prints the pids of processes whose command line mentions the temp dir, except the registry and
-# cm-server: cm-monitors (their argument is the container directory), conmon and podman cleanup processes
-# (their arguments name podman's store). Bash builtins only: cheap enough to poll between runs.
-our_pids() {
-    local f pid args
-    for f in /proc/[0-9]*/cmdline; do
-        pid="${f#/proc/}"
-        pid="${pid%/cmdline}"
-        [ "$pid" = "$$" ] || [ "$pid" = "$REGISTRY_PID" ] || [ "$pid" = "$SERVER_PID" ] && continue
-        [ "$pid" = "$PERF_PID" ] && continue
-        mapfile -d '' -t args 2>/dev/null <"$f" || continue
-        [[ "${args[*]}" == *"$TMP/"* ]] && echo "$pid"
-    done
-    return 0
-}
-
-# The cgroup directories of this run (cm's parent and podman's), every hierarchy.
-our_cgroups() {
-    local d
-    for d in /sys/fs/cgroup/*/"$CM_CGROUP" /sys/fs/cgroup/*/"${PODMAN_CGROUP#/}" \
-        /sys/fs/cgroup/"$CM_CGROUP" /sys/fs/cgroup/"${PODMAN_CGROUP#/}"; do
-        [ -d "$d" ] && echo "$d"
-    done
-    return 0
-}
-
-# Removes our cgroups, deepest first; processes still in them are ours (a container's init) and killed.
-remove_cgroups() {
-    local top d pid
-    for top in $(our_cgroups); do
-        while read -r d; do
-            while read -r pid; do
-                kill -KILL "$pid" 2>/dev/null
-            done <"$d/cgroup.procs"
-            rmdir "$d" 2>/dev/null || { sleep 0.2; rmdir "$d" 2>/dev/null; } ||
-                log "warning: could not remove the cgroup $d"
-        done < <(find "$top" -depth -type d)
-    done
-}
-
-# Unmounts everything mounted under $TMP (overlay roots of containers, podman's bind mounts), deepest first.
-unmount_tmp() {
-    local mp
-    awk -v tmp="$TMP/" 'index($5, tmp) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-        while read -r mp; do
-            umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || log "warning: could not unmount $mp"
-        done
-}
-
 cleanup() {
-    local status=$? i pid left
+    local status=$? left
     set +e
     trap - EXIT INT TERM
     stop_pid "$PERF_PID" INT
@@ -185,41 +109,17 @@ cleanup() {
         podman_ rmi -a -f >/dev/null 2>&1
     fi
     stop_pid "$REGISTRY_PID"
-    # Whatever is left of ours (a monitor of a container the server could not remove, a podman cleanup).
-    for pid in $(our_pids); do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for ((i = 0; i < 30; i++)); do
-        [ -z "$(our_pids)" ] && break
-        sleep 0.1
-    done
-    for pid in $(our_pids); do
-        log "warning: killing leftover process $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null))"
-        kill -KILL "$pid" 2>/dev/null
-    done
+    kill_our_pids   # whatever is left of ours (a monitor the server could not remove, a podman cleanup)
     remove_cgroups
     unmount_tmp
-    for ((i = ${#OVERLAYS[@]} - 1; i >= 0; i--)); do
-        umount "${OVERLAYS[i]}" 2>/dev/null || umount -l "${OVERLAYS[i]}" 2>/dev/null
-    done
-    if [ "$status" != 0 ] || [ "$KEEP_LOGS" = 1 ]; then
-        local keep
-        keep="$(mktemp -d /tmp/cm-bench-run-logs.XXXXXX)"
-        cp "$TMP"/*.log "$TMP"/*.txt "$keep"/ 2>/dev/null
-        log "logs kept in $keep"
-    fi
-    # --one-file-system: should an unmount have failed, never delete through a mount point.
-    rm -rf --one-file-system "$TMP"
-    [ -e "$TMP" ] && log "warning: $TMP could not be removed entirely"
+    unmount_overlays
+    keep_logs_and_remove_tmp "$status" '*.log' '*.txt'
     [ -n "$(our_cgroups)" ] && log "warning: cgroups left: $(our_cgroups | tr '\n' ' ')"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# Prints the last lines of a log file to stderr (for error messages).
-tail_log() { log "last lines of $1:"; tail -n 20 "$1" >&2 || true; }
 
 # Waits (untimed) until the previous container is gone in both tools: no container directory left in
 # cm's store, no monitor, conmon or podman cleanup process left; then flushes dirty data.
@@ -240,51 +140,12 @@ settle() {
 }
 
 # --- isolation of podman --------------------------------------------------------------------------
-# Overlays on the machine-wide directories podman and runc write to regardless of --root (see the top):
-# in this mount namespace, writes there land in $TMP/host-overlays; the real directories stay untouched.
-# (An overlay hides mounts below its directory; no tool here needs any under /etc, /var/lib or /run.)
-for dir in /etc /var/lib /run; do
-    upper="$TMP/host-overlays/${dir//\//_}"
-    mkdir -p "$upper/upper" "$upper/work"
-    mount -t overlay overlay -o "lowerdir=$dir,upperdir=$upper/upper,workdir=$upper/work" "$dir" ||
-        die "could not mount an overlay on $dir (needed to keep podman's writes off the machine)"
-    OVERLAYS+=("$dir")
-done
-# podman's lock file (/dev/shm/libpod_lock) goes to a tmpfs of this namespace.
-mount -t tmpfs -o mode=1777,size=64m tmpfs /dev/shm || die "could not mount a tmpfs on /dev/shm"
-OVERLAYS+=(/dev/shm)
+# Overlays on the machine-wide directories podman and runc write to regardless of --root (see the top),
+# and a tmpfs for podman's lock file (/dev/shm/libpod_lock): lib.sh.
+mount_host_overlays /etc /var/lib /run
+mount_shm_tmpfs
 
 # --- registry -------------------------------------------------------------------------------------
-# True when something listens on 127.0.0.1:$1 or 0.0.0.0:$1 (IPv4; /proc/net/tcp, state 0A = LISTEN).
-port_in_use() {
-    local hex
-    hex="$(printf '%04X' "$1")"
-    awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
-        /proc/net/tcp
-}
-
-# Picks a free port, starts the registry there and waits for it; retries when another process grabbed
-# the port in between (the registry then exits with "address already in use").
-start_registry() {
-    local attempt port
-    for attempt in 1 2 3 4 5; do
-        port=$((20000 + RANDOM % 40000))
-        port_in_use "$port" && continue
-        "$BIN/cm-fixture" registry --dir "$TMP/registry" --port "$port" >/dev/null 2>"$TMP/registry.log" &
-        REGISTRY_PID=$!   # cm-fixture execs docker-registry: this is the registry's pid
-        if "$BIN/cm-fixture" wait-registry --registry "127.0.0.1:$port" >/dev/null 2>&1 &&
-            kill -0 "$REGISTRY_PID" 2>/dev/null; then
-            REGISTRY="127.0.0.1:$port"
-            return 0
-        fi
-        log "registry on port $port did not come up (attempt $attempt)"
-        stop_pid "$REGISTRY_PID"
-        REGISTRY_PID=""
-    done
-    tail_log "$TMP/registry.log"
-    die "could not start the registry (cm-fixture registry; needs Debian's docker-registry)"
-}
-
 start_registry
 REF="$REGISTRY/$REPO_TAG"
 log "registry on $REGISTRY; pushing busybox as $REPO_TAG"
@@ -292,36 +153,11 @@ log "registry on $REGISTRY; pushing busybox as $REPO_TAG"
     { tail_log "$TMP/push.log"; die "pushing the busybox image failed"; }
 
 # --- cm-server ------------------------------------------------------------------------------------
-# Starts cm-server in the background with the given extra flags, logging to $1; waits until it answers.
-start_server() {
-    local server_log="$1" i
-    shift
-    "$BIN/cm-server" --root "$TMP/cm-root" --listen "$CM_HOST" --cgroup-parent "$CM_CGROUP" "$@" \
-        >"$server_log" 2>&1 &
-    SERVER_PID=$!
-    for ((i = 0; ; i++)); do
-        cm images >/dev/null 2>&1 && break
-        if ! kill -0 "$SERVER_PID" 2>/dev/null || [ "$i" -ge 100 ]; then
-            tail_log "$server_log"
-            die "cm-server did not come up on $CM_HOST"
-        fi
-        sleep 0.1
-    done
-}
 start_server "$TMP/cm-server.log"
 log "cm-server up (pid $SERVER_PID); pulling the image into cm's store"
 cm pull "$REF" >"$TMP/cm-pull.log" 2>&1 || { tail_log "$TMP/cm-server.log"; die "cm-client pull failed"; }
 
 # --- podman ---------------------------------------------------------------------------------------
-# A store of podman's own: its storage.conf replaces the machine's (no mount_program, no additional
-# image stores), and --root/--runroot/--tmpdir/TMPDIR keep every file it writes under $TMP.
-podman_store() {
-    DRIVER="$1"
-    PODMAN_DIR="$TMP/podman-$1"
-    mkdir -p "$PODMAN_DIR/tmp"
-    printf '[storage]\ndriver = "%s"\nrunroot = "%s"\ngraphroot = "%s"\n' \
-        "$DRIVER" "$PODMAN_DIR/run" "$PODMAN_DIR/root" >"$PODMAN_DIR/storage.conf"
-}
 podman_pull() { podman_ pull --tls-verify=false "$REF" >>"$TMP/podman.log" 2>&1; }
 
 podman_store overlay
@@ -345,23 +181,12 @@ run_podman() {
         </dev/null 2>>"$TMP/podman.log"
 }
 
-# Without CAP_SYS_RESOURCE podman's default rlimits (nofile and nproc 1048576, above the hard limits) make
-# runc fail. `--ulimit host` keeps the host's limits where podman supports it; podman 4.3 accepts it but
-# still asks for its defaults. Then the container gets the limits podman itself runs with, spelled out: the
-# hard nofile limit, and nproc capped at pid_max (podman 4.3's own processes run with nproc = pid_max here;
-# asking runc for more fails).
+# Without CAP_SYS_RESOURCE podman's default rlimits make runc fail; then the container gets the limits podman
+# itself runs with, spelled out (podman_ulimit_fallback in lib.sh says which and why).
 ULIMIT_NOTE=""
 if ! run_podman true >/dev/null 2>&1; then
     podman_ rm -a -f >/dev/null 2>&1 || true   # whatever the failed attempt left
-    nofile="$(ulimit -Hn)"
-    nproc="$(ulimit -Hu)"
-    pid_max="$(cat /proc/sys/kernel/pid_max)"
-    [ "$nproc" = unlimited ] || [ "$nproc" -gt "$pid_max" ] && nproc="$pid_max"
-    PODMAN_ULIMITS=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
-    ULIMIT_NOTE="\`--ulimit host\` made runc fail (podman $(podman --version | awk '{ print $3 }') still asks for its"
-    ULIMIT_NOTE+=" default rlimits, above the hard limits: no CAP_SYS_RESOURCE here), so podman ran with"
-    ULIMIT_NOTE+=" \`${PODMAN_ULIMITS[*]}\` (the limits podman itself runs with) instead"
-    log "podman run --ulimit host fails here; using ${PODMAN_ULIMITS[*]}"
+    podman_ulimit_fallback
 fi
 
 # Both containers must see exactly the loopback interface (what podman's --network none gives).
@@ -401,7 +226,6 @@ timed_run() {
     shopt -u nullglob
     STILL_THERE=$((${#left[@]} > 0))
 }
-ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
 
 log "$WARMUP untimed warm-up runs each"
 for ((run = 1; run <= WARMUP; run++)); do
@@ -534,35 +358,10 @@ else
 fi
 
 # --- report ---------------------------------------------------------------------------------------
-# awk: RFC 3339 UTC timestamps of the cm-server log (2026-11-29T10:29:38.050462Z) to microseconds since the
-# epoch (run awk with TZ=UTC).
-AWK_US='
-    function us(ts,   frac) {
-        frac = substr(ts, 21, length(ts) - 21)
-        frac = substr(frac "000000", 1, 6)
-        return mktime(substr(ts, 1, 4) " " substr(ts, 6, 2) " " substr(ts, 9, 2) " " substr(ts, 12, 2) " " \
-            substr(ts, 15, 2) " " substr(ts, 18, 2)) * 1000000 + frac
-    }'
-
-# Prints "min p50 p90 max" of the values on stdin (p50: median; p90: nearest rank).
-stats() {
-    sort -n | awk '
-        { v[NR] = $1 }
-        END {
-            if (NR == 0) { print "- - - -"; exit }
-            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            r = int(0.9 * NR); if (r < 0.9 * NR) r++
-            printf "%.0f %.0f %.0f %.0f\n", v[1], m, v[r], v[NR]
-        }'
-}
 read -r CM_MIN CM_P50 CM_P90 CM_MAX <<<"$(printf '%s\n' "${CM_US[@]}" | stats)"
 read -r PM_MIN PM_P50 PM_P90 PM_MAX <<<"$(printf '%s\n' "${PODMAN_US[@]}" | stats)"
-list_ms() { printf '%s\n' "$@" | awk '{ printf "%s%.1f", (NR > 1 ? " " : ""), $1 / 1000 }'; }
 
-cpu="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-mem="$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-fs="$(df -PT "$TMP" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
-cgroups="$([ -f /sys/fs/cgroup/cgroup.controllers ] && echo v2 || echo v1)"
+machine_facts
 echo "## cm-client run --rm vs podman run --rm (busybox, \`true\`)"
 echo
 echo "- machine: $(nproc) CPUs (${cpu:-unknown}), $mem RAM, kernel $(uname -r), cgroup $cgroups, stores on $fs"
@@ -579,12 +378,7 @@ echo "- time: wall clock from fork to exit of the client command"
 echo "- removal: the container's directory still existed right after the client returned in $CM_LEFT of" \
     "$RUNS cm runs (cm-server removes a --rm container after the exit is reported) and in $PODMAN_LEFT of" \
     "$RUNS podman runs"
-echo "- load average (1, 5, 15 min) when the script started: $LOAD_START; before the timed runs:" \
-    "$LOAD_BEFORE; after them: $LOAD_AFTER (this script alone keeps about one CPU busy)"
-if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l >= 0.5) }'; then
-    echo "- **WARNING: the machine was busy with other work when the script started (load ${LOAD_START%% *}" \
-        "on $(nproc) CPUs): all times below are inflated and noisier than on an idle machine.**"
-fi
+load_lines
 if [ "$DRIVER" = vfs ]; then
     echo "- **WARNING: podman's overlay driver does not work here; podman used vfs, which copies the image for"
     echo "  every container. That makes podman slower: an unfair comparison.**"

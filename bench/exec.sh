@@ -1,0 +1,388 @@
+#!/usr/bin/env bash
+# Exec benchmark: latency of a no-op exec into a running container, `cm-client exec C true` versus
+# `podman exec P true`, then how much of cm's time is the client process itself.
+#
+#   sudo bench/exec.sh                      # 50 timed execs each, 3 untimed warm-ups each
+#   sudo RUNS=100 WARMUP=5 SPLIT_RUNS=21 bench/exec.sh
+#   sudo TARGET_MS=5 bench/exec.sh          # the p50 cm should meet (default 5 ms)
+#   sudo KEEP_LOGS=1 bench/exec.sh          # keep the logs (cm-server, podman) afterwards
+#
+# One registry (cm-fixture registry, i.e. Debian's docker-registry) serves the busybox fixture image; both
+# tools pull it once, untimed. Each tool then runs one long-lived container (`sleep 100000`; cm:
+# `cm-client run -d`, podman: `podman run -d --network none --runtime runc`), and every timed run execs
+# `true` in it. Timed runs alternate (cm first on odd runs, podman first on even runs) after WARMUP untimed
+# warm-ups of each. Before every timed run the script waits, untimed, until the processes of the previous
+# exec are gone (the set of our processes is back to what the two running containers need) and runs
+# `sync`. A run is the wall-clock time of the client command from fork to exit (bash's $EPOCHREALTIME, no
+# extra processes in the measured span). Percentiles: p50 is the median (mean of the middle two for an
+# even count), p90 the nearest rank (the ceil(0.9 n)-th smallest). The report also gives the p50s by the
+# tool that ran just before (a cm exec right after a podman exec turned out slower than right after a cm one).
+#
+# "Where the time goes" (cm only): `cm-client --version` (process start, no connection) and
+# `cm-client images` (process start, connect, one trivial unary call), SPLIT_RUNS runs each, untimed in the
+# comparison; and the timed cm execs split by cm-server's default-level log ("exec started", "exec exited"
+# of cm_server::api::exec) and the script's own start and end times.
+#
+# Isolation and cleanup as in bench/run.sh: podman runs as root with a throwaway store (--root/--runroot/
+# --tmpdir and a storage.conf of its own under the temp dir) and its cgroups under /cm-bench-PID-podman;
+# /etc, /var/lib and /run are covered by overlays and /dev/shm by a tmpfs in a private mount namespace the
+# whole script runs in: nothing on the machine is written, and every mount disappears with the script.
+# cm-server gets its own --root and socket in the temp dir and the cgroup parent cm-bench-PID. Rlimits:
+# `--ulimit host` where it works, else the limits podman runs with, spelled out (the report says which).
+# Everything (processes, containers, cgroups, mounts, temp dirs) is cleaned up on exit. Report on stdout,
+# progress on stderr. Needs root, podman and runc (scripts/install-deps --bench; `apt-get install runc`),
+# unshare and Debian's docker-registry.
+set -euo pipefail
+shopt -s inherit_errexit   # command substitutions stop at errors too
+
+BENCH=exec
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_enter_namespace "$@"   # root check, then this script again in a private mount namespace
+export LC_ALL=C   # $EPOCHREALTIME with a decimal point, C sorting
+
+RUNS="${RUNS:-50}"
+WARMUP="${WARMUP:-3}"
+SPLIT_RUNS="${SPLIT_RUNS:-11}"
+TARGET_MS="${TARGET_MS:-5}"
+KEEP_LOGS="${KEEP_LOGS:-0}"
+
+LOAD_START="$(cut -d ' ' -f 1-3 /proc/loadavg)"   # before this script does anything
+cd "$(dirname "$0")/.." || exit 1
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/cm-target}"
+BIN="$CARGO_TARGET_DIR/release"
+REPO_TAG="bench/busybox:latest"
+CM_CGROUP="cm-bench-$$"
+PODMAN_CGROUP="/cm-bench-$$-podman"
+
+for n in RUNS WARMUP SPLIT_RUNS TARGET_MS; do
+    [[ "${!n}" =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
+done
+[ "$RUNS" -ge 1 ] && [ "$SPLIT_RUNS" -ge 1 ] || die "RUNS and SPLIT_RUNS must be at least 1"
+command -v podman >/dev/null || die "podman is missing: run scripts/install-deps --bench"
+command -v runc >/dev/null || die "runc is missing: apt-get install runc"
+
+# --- binaries -------------------------------------------------------------------------------------
+for b in cm-server cm-monitor cm-client cm-fixture; do
+    if [ ! -x "$BIN/$b" ]; then
+        log "building cm (cargo build --release --workspace --bins)"
+        cargo build --release --workspace --bins >&2
+        break
+    fi
+done
+
+# --- temp dir and cleanup -------------------------------------------------------------------------
+TMP="$(mktemp -d /tmp/cm-bench-exec.XXXXXX)"
+REGISTRY_PID=""
+SERVER_PID=""
+PODMAN_DIR=""   # podman's isolated store, once chosen
+OVERLAYS=()     # the machine directories overlaid in this mount namespace
+BASE_PIDS=""    # our processes while the two containers run and no exec does (cm-monitor, conmon)
+CM_HOST="unix:$TMP/cm.sock"
+
+cleanup() {
+    local status=$? left
+    set +e
+    trap - EXIT INT TERM
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        left="$(cm ps -a -q --no-trunc 2>/dev/null)"
+        [ -n "$left" ] && cm rm -f $left >/dev/null 2>&1
+    fi
+    stop_pid "$SERVER_PID"
+    if [ -n "$PODMAN_DIR" ]; then
+        podman_ rm -a -f -t 0 >/dev/null 2>&1   # -t 0: `sleep` as pid 1 ignores SIGTERM
+        podman_ rmi -a -f >/dev/null 2>&1
+    fi
+    stop_pid "$REGISTRY_PID"
+    kill_our_pids   # whatever is left of ours (a monitor the server could not remove, a podman cleanup)
+    remove_cgroups
+    unmount_tmp
+    unmount_overlays
+    keep_logs_and_remove_tmp "$status" '*.log' '*.txt'
+    [ -n "$(our_cgroups)" ] && log "warning: cgroups left: $(our_cgroups | tr '\n' ' ')"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Waits (untimed) until the previous exec is gone in both tools: our processes are back to BASE_PIDS (the
+# two containers' cm-monitor and conmon; no podman exec conmon, no cleanup process); then flushes dirty data.
+settle() {
+    local i now
+    for ((i = 0; ; i++)); do
+        now="$(our_pids | sort | tr '\n' ' ')"
+        [ "$now" = "$BASE_PIDS" ] && break
+        [ "$i" -lt 1000 ] || die "the previous exec did not go away within 10 s" \
+            "(processes: $now; expected: $BASE_PIDS)"
+        sleep 0.01
+    done
+    sync
+}
+
+# --- isolation of podman --------------------------------------------------------------------------
+# Overlays on the machine-wide directories podman and runc write to regardless of --root (see the top),
+# and a tmpfs for podman's lock file (/dev/shm/libpod_lock): lib.sh.
+mount_host_overlays /etc /var/lib /run
+mount_shm_tmpfs
+
+# --- registry -------------------------------------------------------------------------------------
+start_registry
+REF="$REGISTRY/$REPO_TAG"
+log "registry on $REGISTRY; pushing busybox as $REPO_TAG"
+"$BIN/cm-fixture" push --registry "$REGISTRY" --image busybox --name "$REPO_TAG" >"$TMP/push.log" 2>&1 ||
+    { tail_log "$TMP/push.log"; die "pushing the busybox image failed"; }
+
+# --- cm-server ------------------------------------------------------------------------------------
+start_server "$TMP/cm-server.log"
+log "cm-server up (pid $SERVER_PID); pulling the image into cm's store"
+cm pull "$REF" >"$TMP/cm-pull.log" 2>&1 || { tail_log "$TMP/cm-server.log"; die "cm-client pull failed"; }
+
+# --- podman ---------------------------------------------------------------------------------------
+podman_pull() { podman_ pull --tls-verify=false "$REF" >>"$TMP/podman.log" 2>&1; }
+
+podman_store overlay
+podman_ --runtime runc info >"$TMP/podman-info.log" 2>&1 ||
+    { tail_log "$TMP/podman-info.log"; die "podman --runtime runc info fails in this setup"; }
+log "pulling the image into podman's store"
+if ! podman_pull; then
+    tail_log "$TMP/podman.log"
+    log "podman with the overlay driver failed; falling back to vfs"
+    podman_ rmi -a -f >/dev/null 2>&1 || true
+    podman_store vfs
+    podman_pull || { tail_log "$TMP/podman.log"; die "podman pull does not work on this machine (see above)"; }
+fi
+podman_ image exists "$REF" || die "podman pull succeeded but the image is not in podman's store"
+
+# --- the two long-running containers --------------------------------------------------------------
+PODMAN_ULIMITS=(--ulimit host)
+run_podman_detached() {
+    podman_ run -d --network none --runtime runc "${PODMAN_ULIMITS[@]}" --cgroup-parent "$PODMAN_CGROUP" \
+        "$REF" sleep 100000 </dev/null 2>>"$TMP/podman.log"
+}
+
+log "starting one container per tool (sleep 100000)"
+CM_ID="$(cm run -d "$REF" sleep 100000 </dev/null 2>>"$TMP/cm-client.log")" ||
+    { tail_log "$TMP/cm-server.log"; die "cm-client run -d failed"; }
+[ -n "$CM_ID" ] || die "cm-client run -d printed no container id"
+
+# Without CAP_SYS_RESOURCE podman's default rlimits make runc fail; then the container gets the limits podman
+# itself runs with, spelled out (podman_ulimit_fallback in lib.sh says which and why).
+ULIMIT_NOTE=""
+if ! PM_ID="$(run_podman_detached)"; then
+    podman_ rm -a -f -t 0 >/dev/null 2>&1 || true   # whatever the failed attempt left
+    podman_ulimit_fallback
+    PM_ID="$(run_podman_detached)" || { tail_log "$TMP/podman.log"; die "podman run -d failed"; }
+fi
+[ -n "$PM_ID" ] || die "podman run -d printed no container id"
+
+# --- the commands ---------------------------------------------------------------------------------
+exec_cm() { "$BIN/cm-client" --host "$CM_HOST" exec "$CM_ID" "$@" </dev/null 2>>"$TMP/cm-client.log"; }
+exec_podman() { podman_ exec "$PM_ID" "$@" </dev/null 2>>"$TMP/podman.log"; }
+
+# Both containers must see exactly the loopback interface (what podman's --network none gives); this
+# also checks that exec works in both.
+for tool in cm podman; do
+    tool_log="$TMP/$([ "$tool" = cm ] && echo cm-server || echo podman).log"
+    ifaces="$("exec_$tool" ls /sys/class/net)" || { tail_log "$tool_log"; die "$tool cannot exec in its container"; }
+    ifaces="$(echo $ifaces)"
+    [ "$ifaces" = lo ] || die "a $tool container sees the network interfaces '$ifaces', not just 'lo':" \
+        "the network modes are no longer comparable"
+done
+# What settle() waits for: the processes the two running containers keep (after any exec's have gone).
+sleep 0.5
+BASE_PIDS="$(our_pids | sort | tr '\n' ' ')"
+log "our processes between execs: $BASE_PIDS"
+
+# Runs one exec ($1: cm or podman) of `true` and sets ELAPSED_US (no subshell: the measured span holds
+# only the command's own fork, exec and exit), T0 and T1 (microseconds since the epoch).
+ELAPSED_US=0
+T0=""
+T1=""
+LAST_TOOL=""   # the tool of the previous exec (timed or not), and of the one before this exec: PREV_TOOL
+PREV_TOOL=""
+timed_exec() {
+    local t0 t1
+    PREV_TOOL="$LAST_TOOL"
+    LAST_TOOL="$1"
+    settle
+    t0=$EPOCHREALTIME
+    if ! "exec_$1" true >/dev/null; then
+        tail_log "$TMP/$([ "$1" = cm ] && echo cm-server || echo podman).log"
+        die "$1 exec failed"
+    fi
+    t1=$EPOCHREALTIME
+    ELAPSED_US=$((${t1/./} - ${t0/./}))
+    T0="${t0/./}"
+    T1="${t1/./}"
+}
+
+log "$WARMUP untimed warm-up execs each"
+for ((run = 1; run <= WARMUP; run++)); do
+    timed_exec cm
+    timed_exec podman
+done
+
+CM_US=()
+PODMAN_US=()
+: >"$TMP/cm-timed-runs.txt"
+: >"$TMP/by-predecessor.txt"
+LOAD_BEFORE="$(cut -d ' ' -f 1-3 /proc/loadavg)"
+for ((run = 1; run <= RUNS; run++)); do
+    if ((run % 2)); then
+        timed_exec cm
+        CM_US+=("$ELAPSED_US")
+        echo "cm $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
+        echo "$T0 $T1" >>"$TMP/cm-timed-runs.txt"
+        timed_exec podman
+        PODMAN_US+=("$ELAPSED_US")
+        echo "podman $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
+    else
+        timed_exec podman
+        PODMAN_US+=("$ELAPSED_US")
+        echo "podman $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
+        timed_exec cm
+        CM_US+=("$ELAPSED_US")
+        echo "cm $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
+        echo "$T0 $T1" >>"$TMP/cm-timed-runs.txt"
+    fi
+    ((run % 10 == 0 || run == RUNS)) &&
+        log "run $run/$RUNS: cm $(ms "${CM_US[-1]}") ms, podman $(ms "${PODMAN_US[-1]}") ms"
+done
+LOAD_AFTER="$(cut -d ' ' -f 1-3 /proc/loadavg)"
+settle
+
+# --- where the time goes --------------------------------------------------------------------------
+# Runs "$@" SPLIT_RUNS times (each after settle) and appends "label<TAB>us" lines to $TMP/split.txt.
+time_cmd() {
+    local label="$1" i t0 t1
+    shift
+    for ((i = 1; i <= SPLIT_RUNS; i++)); do
+        settle
+        t0=$EPOCHREALTIME
+        "$@" >/dev/null 2>>"$TMP/cm-client.log" </dev/null || die "'$*' failed"
+        t1=$EPOCHREALTIME
+        printf '%s\t%s\n' "$label" $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+    done
+}
+log "where the time goes: process start and a trivial call ($SPLIT_RUNS runs each)"
+: >"$TMP/split.txt"
+time_cmd version "$BIN/cm-client" --version
+time_cmd images cm images
+
+# --- report ---------------------------------------------------------------------------------------
+read -r CM_MIN CM_P50 CM_P90 CM_MAX <<<"$(printf '%s\n' "${CM_US[@]}" | stats)"
+read -r PM_MIN PM_P50 PM_P90 PM_MAX <<<"$(printf '%s\n' "${PODMAN_US[@]}" | stats)"
+
+machine_facts
+echo "## cm-client exec vs podman exec (busybox, \`true\` in a running container)"
+echo
+echo "- machine: $(nproc) CPUs (${cpu:-unknown}), $mem RAM, kernel $(uname -r), cgroup $cgroups, stores on $fs"
+echo "- image: $REF (cm-fixture busybox), pulled once into each store before timing"
+echo "- cm: \`cm-client exec C true\` into \`cm-client run -d IMAGE sleep 100000\`, cm-server at default settings" \
+    "(own --root, socket and cgroup parent); its default network mode gives the container a network" \
+    "namespace with only lo (checked)"
+echo "- podman: \`podman exec P true\` into \`podman run -d --network none --runtime runc ${PODMAN_ULIMITS[*]}" \
+    "--cgroup-parent $PODMAN_CGROUP IMAGE sleep 100000\`; $(podman --version), $(runc --version | head -n 1)," \
+    "storage driver $DRIVER, cgroupfs, events none (container sees only lo: checked)"
+[ -z "$ULIMIT_NOTE" ] || echo "- note: $ULIMIT_NOTE"
+echo "- $RUNS timed execs each, interleaved (cm first on odd runs, podman first on even ones), after $WARMUP" \
+    "untimed warm-ups each; before each exec, untimed: wait until the previous exec's processes are gone," \
+    "then sync"
+echo "- time: wall clock from fork to exit of the client command"
+load_lines
+echo
+echo "| command | runs | min | p50 | p90 | max |"
+echo "|---------|-----:|----:|----:|----:|----:|"
+row() { echo "| $1 | $RUNS | $(ms "$2") ms | $(ms "$3") ms | $(ms "$4") ms | $(ms "$5") ms |"; }
+row "cm-client exec" "$CM_MIN" "$CM_P50" "$CM_P90" "$CM_MAX"
+row "podman exec" "$PM_MIN" "$PM_P50" "$PM_P90" "$PM_MAX"
+echo
+awk -v p="$PM_P50" -v c="$CM_P50" 'BEGIN {
+    r = p / c
+    if (r >= 1) printf "p50 ratio podman / cm = %.2f: cm-client exec is %.2fx faster than podman exec\n", r, r
+    else printf "p50 ratio podman / cm = %.2f: cm-client exec is %.2fx slower than podman exec\n", r, 1 / r
+}'
+echo
+if [ "$CM_P50" -le $((TARGET_MS * 1000)) ]; then
+    echo "Target: cm p50 <= $TARGET_MS ms: **met** (p50 $(ms "$CM_P50") ms)"
+else
+    echo "Target: cm p50 <= $TARGET_MS ms: **not met** (p50 $(ms "$CM_P50") ms," \
+        "$(ms $((CM_P50 - TARGET_MS * 1000))) ms over)"
+fi
+echo
+echo "Every run, in order (ms): cm $(list_ms "${CM_US[@]}")."
+echo "podman $(list_ms "${PODMAN_US[@]}")."
+echo
+# Alternating the order makes every tool run half the time right after itself and half right after the other.
+by_prev() {
+    local n p50
+    n="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p' "$TMP/by-predecessor.txt" | wc -l)"
+    p50="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p { print $3 }' "$TMP/by-predecessor.txt" | stats |
+        awk '{ print $2 }')"
+    [ "$n" -gt 0 ] && echo "$1 after $2: $(ms "$p50") ms ($n runs)" || echo "$1 after $2: no runs"
+}
+echo "p50 by the exec just before: $(by_prev cm cm); $(by_prev cm podman); $(by_prev podman podman);" \
+    "$(by_prev podman cm)."
+
+# Prints "| label | median | min | max |" for the split.txt rows with that key.
+split_row() {
+    local key="$1" label="$2" min p50 p90 max
+    read -r min p50 p90 max <<<"$(awk -F'\t' -v k="$key" '$1 == k { print $2 }' "$TMP/split.txt" | stats)"
+    echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$max") ms |"
+}
+split_median() { awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$TMP/split.txt" | stats | awk '{ print $2 }'; }
+echo
+echo "## Where the time goes (cm exec)"
+echo
+echo "### The client process ($SPLIT_RUNS runs each)"
+echo
+echo "| command | median | min | max |"
+echo "|---------|-------:|----:|----:|"
+split_row version "\`cm-client --version\`: process start only, no connection"
+split_row images "\`cm-client images\`: process start, connect, one ListImages call (1 image)"
+echo
+echo "Against $(ms "$CM_P50") ms for \`cm-client exec C true\` (p50 above): process start is" \
+    "$(awk -v a="$(split_median version)" -v b="$CM_P50" 'BEGIN { printf "%.0f%%", 100 * a / b }') of it," \
+    "process start + connect + one unary call" \
+    "$(awk -v a="$(split_median images)" -v b="$CM_P50" 'BEGIN { printf "%.0f%%", 100 * a / b }')."
+
+# The timed cm execs split by the lines cm-server logs at its default level: the first "exec started"
+# after the exec began, then the same exec's "exec exited".
+TZ=UTC awk "$AWK_US"'
+    FNR == NR { n++; t0[n] = $1; t1[n] = $2; next }
+    / cm_server::api::exec: exec (started|exited) / {
+        m++; ev_t[m] = us($1); ev_k[m] = (index($0, "exec started") ? "started" : "exited")
+        match($0, /exec=[^ ]+/); ev_id[m] = substr($0, RSTART + 5, RLENGTH - 5)
+    }
+    END {
+        for (r = 1; r <= n; r++) {
+            st = ex = -1; id = ""
+            for (j = 1; j <= m; j++) {
+                if (st < 0 && ev_k[j] == "started" && ev_t[j] >= t0[r]) { st = ev_t[j]; id = ev_id[j] }
+                else if (st >= 0 && ev_id[j] == id && ev_k[j] == "exited") { ex = ev_t[j]; break }
+            }
+            if (st < 0 || ex < 0 || ex > t1[r]) { print "incomplete", r; continue }
+            print "a", st - t0[r]; print "b", ex - st; print "c", t1[r] - ex
+        }
+    }' "$TMP/cm-timed-runs.txt" "$TMP/cm-server.log" >"$TMP/log-split.txt"
+log_row() {   # key, then the label (its words may come as several arguments)
+    local key="$1" label="${*:2}" min p50 p90 max
+    read -r min p50 p90 max <<<"$(awk -v k="$key" '$1 == k { print $2 }' "$TMP/log-split.txt" | stats)"
+    [ "$p50" = - ] && { echo "| $label | - | - | - | - |"; return 0; }
+    echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$p90") ms | $(ms "$max") ms |"
+}
+split_n="$(awk '$1 == "a"' "$TMP/log-split.txt" | wc -l)"
+incomplete="$(awk '$1 == "incomplete"' "$TMP/log-split.txt" | wc -l)"
+echo
+echo "### The timed cm execs split by cm-server's log ($split_n of $RUNS runs, default log level)"
+echo
+echo "| phase (what happens) | p50 | min | p90 | max |"
+echo "|----------------------|----:|----:|----:|----:|"
+log_row a "client fork → \"exec started\": client process start, connect, Exec call, server asks the" \
+    "container's cm-monitor to spawn the process, monitor reports its pid"
+log_row b "\"exec started\" → \"exec exited\": \`true\` runs and exits, the monitor reports the exit"
+log_row c "\"exec exited\" → client exited: exit frame to the client, client exits"
+echo
+echo "Phases are between the script's timestamps and log lines; medians of phases need not add up to the" \
+    "median total.$([ "$incomplete" -gt 0 ] && echo " $incomplete run(s) lacked a log line and are left out.")"
