@@ -10,7 +10,7 @@ use tonic::{Status, Streaming};
 use super::RpcStream;
 use super::session::{ClientFrame, InputEnd, forward_input, spawn_writer};
 use crate::containers::{Container, Containers, parse_signal, signal_name};
-use crate::runtime::bundle::{ExecSpec, ExitInfo};
+use crate::runtime::bundle::{ExecSpec, ExitInfo, Process};
 use crate::runtime::client::Connection;
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
 
@@ -58,12 +58,14 @@ pub async fn exec(
     let size = start.tty_size.unwrap_or_default();
     let spec = ExecSpec {
         exec_id: exec_id.clone(),
-        args: start.argv.clone(),
-        env: start.env.clone(),
-        cwd: start.workdir.clone(),
-        user: start.user.clone(),
-        tty: start.tty,
-        stdin: start.stdin,
+        process: Process {
+            args: start.argv.clone(),
+            env: start.env.clone(),
+            cwd: start.workdir.clone(),
+            user: start.user.clone(),
+            tty: start.tty,
+            stdin: start.stdin,
+        },
         rows: size.rows.min(u16::MAX as u32) as u16,
         cols: size.cols.min(u16::MAX as u32) as u16,
     };

@@ -46,7 +46,7 @@ pub struct Rootfs {
     pub merged: PathBuf,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Process {
     /// Entrypoint + command.
     pub args: Vec<String>,
@@ -98,19 +98,12 @@ pub struct ExitInfo {
     pub finished_unix_nanos: i64,
 }
 
-/// A process to run inside a running container (Exec).
+/// A process to run inside a running container (Exec). Its process's empty cwd and user mean the
+/// container's, and its env is added to the container's.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExecSpec {
     pub exec_id: String,
-    pub args: Vec<String>,
-    /// KEY=VALUE added to the container's environment.
-    pub env: Vec<String>,
-    /// Working directory; empty uses the container's.
-    pub cwd: String,
-    /// `user[:group]`; empty uses the container's.
-    pub user: String,
-    pub tty: bool,
-    pub stdin: bool,
+    pub process: Process,
     /// Initial terminal size (0 = 24x80).
     pub rows: u16,
     pub cols: u16,

@@ -233,9 +233,10 @@ pub fn exec_in_container(bundle: &Bundle, spec: &ExecSpec, init_pidfd: BorrowedF
                 dup_stdio([slave.as_fd(), slave.as_fd(), slave.as_fd()])?;
             }
         }
-        let user = if spec.user.is_empty() { &bundle.process.user } else { &spec.user };
-        let cwd = if spec.cwd.is_empty() { &bundle.process.cwd } else { &spec.cwd };
-        become_and_exec(bundle, user, cwd, &spec.env, &spec.args, false)
+        let process = &spec.process;
+        let user = if process.user.is_empty() { &bundle.process.user } else { &process.user };
+        let cwd = if process.cwd.is_empty() { &bundle.process.cwd } else { &process.cwd };
+        become_and_exec(bundle, user, cwd, &process.env, &process.args, false)
     })();
     let code = match result {
         Ok(never) => match never {},

@@ -786,7 +786,7 @@ impl Monitor {
             }
             self.in_container_pidns = true;
         }
-        let (stdio, child_stdio, console) = make_stdio(spec.tty, spec.stdin)?;
+        let (stdio, child_stdio, console) = make_stdio(spec.process.tty, spec.process.stdin)?;
         let (errors_r, errors_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
         // SAFETY: the monitor is single-threaded, so fork is safe.
         match unsafe { fork() }.map_err(err("fork"))? {

@@ -178,6 +178,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::bundle::Process;
 
     #[test]
     fn frames_round_trip_even_when_split_across_reads() {
@@ -190,8 +191,7 @@ mod tests {
             ToMonitor::Signal(15),
             ToMonitor::Exec(ExecSpec {
                 exec_id: "e1".into(),
-                args: vec!["sh".into()],
-                tty: true,
+                process: Process { args: vec!["sh".into()], tty: true, ..Default::default() },
                 ..Default::default()
             }),
             ToMonitor::SignalExec { exec_id: "e1".into(), signal: 9 },
