@@ -277,12 +277,13 @@ fn missing_controller(controller: &str, place: &Path) -> io::Error {
     )
 }
 
-/// Runs `make` (make the shared parent dir, then the container's dir in it) again when it fails with NotFound:
-/// another container's destroy may have removed the parent in between. At most 3 times.
-fn retry_if_parent_vanished(mut make: impl FnMut() -> io::Result<()>) -> io::Result<()> {
-    for _ in 1..3 {
+/// Runs `make` (make the shared `parent` dir, then the container's dir in it) again when another container's
+/// destroy removed the parent in between: NotFound, or any error (ENODEV reading a file of a dir the kernel is
+/// removing) after which the parent is gone. At most 5 times.
+fn retry_if_parent_vanished(parent: &Path, mut make: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    for _ in 1..5 {
         match make() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound || !parent.exists() => continue,
             result => return result,
         }
     }

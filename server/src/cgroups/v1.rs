@@ -42,7 +42,7 @@ pub(super) fn create(cgroup: &Cgroup, root: &Path, limits: &Limits) -> io::Resul
     for (names, dir) in &cgroup.dirs {
         let cpuset = names.split(',').any(|n| n == "cpuset");
         let parent = dir.parent().expect("a container dir has a parent");
-        retry_if_parent_vanished(|| {
+        retry_if_parent_vanished(parent, || {
             ensure_dir(&*cgroup.fs, parent)?;
             if cpuset {
                 inherit_cpuset(cgroup, parent)?;

@@ -26,7 +26,7 @@ pub(super) fn create(cgroup: &Cgroup, root: &Path, limits: &Limits) -> io::Resul
     let dir = &cgroup.dirs[0].1;
     let parent = dir.parent().expect("a container dir has a parent");
     enable_controllers(cgroup, root, &wanted)?;
-    retry_if_parent_vanished(|| {
+    retry_if_parent_vanished(parent, || {
         ensure_dir(&*cgroup.fs, parent)?;
         enable_controllers(cgroup, parent, &wanted)?;
         ensure_dir(&*cgroup.fs, dir)
