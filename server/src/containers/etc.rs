@@ -22,7 +22,7 @@ pub fn write_files(dir: &Path, config: &Config) -> std::io::Result<Vec<(PathBuf,
     let mut out = Vec::new();
     for (name, content, target) in files {
         let path = dir.join(name);
-        crate::store::write_atomic(&path, content.as_bytes())?;
+        crate::store::write_replace(&path, content.as_bytes())?;
         out.push((path, target.to_string()));
     }
     Ok(out)

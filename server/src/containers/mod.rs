@@ -405,7 +405,9 @@ impl Containers {
             etc_files,
             mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),
         };
-        crate::store::write_json(&c.dir.join(bundle::BUNDLE_FILE), &bundle).map_err(internal("writing the bundle"))?;
+        let bytes = serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(e.to_string()))?;
+        crate::store::write_replace(&c.dir.join(bundle::BUNDLE_FILE), &bytes)
+            .map_err(internal("writing the bundle"))?;
         client::spawn_monitor(&self.monitor, &c.dir).await.map_err(|e| ContainerError::Internal(e.to_string()))?;
         // The watcher connects first so it sees the whole life of the process.
         let watcher = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;

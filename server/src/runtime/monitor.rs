@@ -482,7 +482,9 @@ impl Monitor {
         listener.set_nonblocking(true)?;
         std::fs::set_permissions(bundle::SOCKET_FILE, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let info = MonitorInfo { monitor_pid: std::process::id() as i32, init_pid: init.pid };
-        crate::store::write_json(Path::new(bundle::MONITOR_FILE), &info)?;
+        // Rewritten at every start; only a running server reads it.
+        let info = serde_json::to_vec(&info).map_err(io::Error::other)?;
+        crate::store::write_replace(Path::new(bundle::MONITOR_FILE), &info)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(bundle::LOG_FILE)?;
         Ok(Monitor {
             dir: dir.to_path_buf(),
