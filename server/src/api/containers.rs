@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::RpcStream;
 use super::session::{ClientFrame, InputEnd, forward_input, spawn_writer};
+use super::{RpcStream, timestamp};
 use crate::cgroups::Limits;
 use crate::containers::{
     Container, ContainerError, Containers, CreateSpec, ExitRecord, MountConfig, Network, Status as State,
@@ -84,13 +84,6 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
         auto_remove: spec.auto_remove,
         labels: spec.labels.into_iter().collect(),
         stop_signal: spec.stop_signal,
-    })
-}
-
-fn timestamp(unix_nanos: i64) -> Option<prost_types::Timestamp> {
-    (unix_nanos > 0).then(|| prost_types::Timestamp {
-        seconds: unix_nanos.div_euclid(1_000_000_000),
-        nanos: unix_nanos.rem_euclid(1_000_000_000) as i32,
     })
 }
 

@@ -8,23 +8,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::RpcStream;
+use super::containers::exit_to_proto;
 use super::session::{ClientFrame, InputEnd, forward_input, spawn_writer};
-use crate::containers::{Container, Containers, parse_signal, signal_name};
+use crate::containers::{Container, Containers, ExitRecord, parse_signal};
 use crate::runtime::bundle::{ExecSpec, ExitInfo, Process};
 use crate::runtime::client::Connection;
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
 
+/// An exec's exit as the API reports it (the same form as a container's; OOM is not tracked per exec).
 fn exit_status(e: &ExitInfo) -> pb::ExitStatus {
-    pb::ExitStatus {
-        exit_code: e.code,
-        signal: if e.signal > 0 { signal_name(e.signal) } else { String::new() },
-        oom_killed: false,
-        finished_at: (e.finished_unix_nanos > 0).then(|| prost_types::Timestamp {
-            seconds: e.finished_unix_nanos.div_euclid(1_000_000_000),
-            nanos: e.finished_unix_nanos.rem_euclid(1_000_000_000) as i32,
-        }),
-        error: e.error.clone(),
-    }
+    exit_to_proto(&ExitRecord::from_info(e, false))
 }
 
 fn validate_exec_id(id: &str) -> Result<(), Status> {

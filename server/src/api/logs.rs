@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::RpcStream;
+use super::{RpcStream, timestamp};
 use crate::containers::{Containers, Status as State};
 use crate::runtime::logfile::{self, Record, Stream};
 
@@ -39,10 +39,7 @@ pub fn logs(containers: Arc<Containers>, request: pb::LogsRequest) -> Result<Rpc
     };
     let to_message = |(t, s, line): (i64, Stream, Vec<u8>)| {
         Ok(pb::LogsResponse {
-            time: Some(prost_types::Timestamp {
-                seconds: t.div_euclid(1_000_000_000),
-                nanos: t.rem_euclid(1_000_000_000) as i32,
-            }),
+            time: timestamp(t),
             stream: match s {
                 Stream::Stdout => pb::LogStream::Stdout,
                 Stream::Stderr => pb::LogStream::Stderr,

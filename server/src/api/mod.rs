@@ -39,6 +39,14 @@ impl From<ImageError> for Status {
     }
 }
 
+/// Unix nanoseconds as a protobuf Timestamp; None for "never" (0).
+fn timestamp(unix_nanos: i64) -> Option<prost_types::Timestamp> {
+    (unix_nanos > 0).then(|| prost_types::Timestamp {
+        seconds: unix_nanos.div_euclid(1_000_000_000),
+        nanos: unix_nanos.rem_euclid(1_000_000_000) as i32,
+    })
+}
+
 /// The answer of an RPC whose issue has not landed yet.
 fn not_yet(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented by this cm-server yet"))
