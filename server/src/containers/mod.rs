@@ -123,6 +123,18 @@ pub struct Containers {
     table: Mutex<HashMap<String, Arc<Container>>>,
 }
 
+/// The exit status the monitor recorded in the container's directory, or, when it recorded none, code 255
+/// with `reason`.
+fn recorded_exit(dir: &Path, reason: &str) -> ExitInfo {
+    let recorded = crate::store::read_json::<ExitInfo>(&dir.join(bundle::EXIT_FILE)).ok().flatten();
+    recorded.unwrap_or_else(|| ExitInfo {
+        code: 255,
+        error: reason.into(),
+        finished_unix_nanos: now_nanos(),
+        ..Default::default()
+    })
+}
+
 /// Kills what is left in a cgroup and removes it, off the async threads (both may wait a little).
 async fn remove_cgroup(cgroup: Cgroup) -> std::io::Result<()> {
     tokio::task::spawn_blocking(move || {
@@ -198,13 +210,7 @@ impl Containers {
                 self.watch_exit(c, conn);
             }
             Err(_) => {
-                let exit = crate::store::read_json::<ExitInfo>(&c.dir.join(bundle::EXIT_FILE)).ok().flatten();
-                let exit = exit.unwrap_or_else(|| ExitInfo {
-                    code: 255,
-                    error: "the container's monitor ended without recording an exit status".into(),
-                    finished_unix_nanos: now_nanos(),
-                    ..Default::default()
-                });
+                let exit = recorded_exit(&c.dir, "the container's monitor ended without recording an exit status");
                 self.exited(&c, exit).await;
             }
         }
@@ -439,13 +445,7 @@ impl Containers {
                     end => {
                         tracing::warn!(container = %c.id, ?end, "lost the monitor connection before the exit status");
                         // The monitor went away without a frame; it may still have written the file.
-                        let exit = crate::store::read_json::<ExitInfo>(&c.dir.join(bundle::EXIT_FILE)).ok().flatten();
-                        break exit.unwrap_or_else(|| ExitInfo {
-                            code: 255,
-                            error: "the container's monitor died".into(),
-                            finished_unix_nanos: now_nanos(),
-                            ..Default::default()
-                        });
+                        break recorded_exit(&c.dir, "the container's monitor died");
                     }
                 }
             };
