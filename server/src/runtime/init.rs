@@ -20,9 +20,6 @@ use crate::fsroot::{DIR_PATH, open_or_create_dirs};
 /// The child's ends of what the monitor made for it.
 pub struct ChildIo {
     pub stdio: ChildStdio,
-    /// Read end: the go-ahead (`g`, then the initial tty rows and columns as big-endian u16s); EOF means the
-    /// start was abandoned.
-    pub sync: OwnedFd,
     /// Write end, close-on-exec: the reason the container could not start.
     pub errors: OwnedFd,
 }
@@ -75,10 +72,17 @@ fn reset_signals() {
     }
 }
 
-/// Runs in the cloned child; never returns.
-pub fn run(bundle: &Bundle, io: ChildIo) -> ! {
+/// Runs in the cloned child; never returns. `sync` is the read end of the go-ahead pipe: `g`, then the initial
+/// tty rows and columns as big-endian u16s; EOF means the start was abandoned.
+pub fn run(bundle: &Bundle, io: ChildIo, sync: OwnedFd) -> ! {
     reset_signals();
-    let code = match setup_and_exec(bundle, &io) {
+    let result = setup_and_exec(bundle, &io, &sync);
+    report_and_exit(&io, result)
+}
+
+/// Reports why the child could not exec on the error pipe and ends it with the matching code.
+fn report_and_exit(io: &ChildIo, result: Result<Never, InitError>) -> ! {
+    let code = match result {
         Ok(never) => match never {},
         Err(e) => {
             let _ = rustix::io::write(&io.errors, e.message.as_bytes());
@@ -92,10 +96,10 @@ pub fn run(bundle: &Bundle, io: ChildIo) -> ! {
 
 enum Never {}
 
-fn setup_and_exec(bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
+fn setup_and_exec(bundle: &Bundle, io: &ChildIo, sync: &OwnedFd) -> Result<Never, InitError> {
     // 1. Wait until the monitor has put us in our cgroup (and, later, the network is ready).
     let mut go = [0u8; 5];
-    match rustix::io::read(&io.sync, &mut go) {
+    match rustix::io::read(sync, &mut go) {
         Ok(5) if go[0] == b'g' => {}
         // The start was abandoned: leave quietly.
         _ => unsafe { nix::libc::_exit(0) },
@@ -204,49 +208,48 @@ fn setup_and_exec(bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
 /// become the user and exec, as the init does. Never returns.
 pub fn exec_in_container(bundle: &Bundle, spec: &ExecSpec, init_pidfd: BorrowedFd<'_>, io: ChildIo) -> ! {
     reset_signals();
-    let result = (|| -> Result<Never, InitError> {
-        for procs in &bundle.cgroup_procs {
-            std::fs::write(procs, "0")
-                .map_err(|e| InitError { code: 125, message: format!("cannot join the container's cgroup: {e}") })?;
+    let result = enter_and_exec(bundle, spec, init_pidfd, &io);
+    report_and_exit(&io, result)
+}
+
+fn enter_and_exec(
+    bundle: &Bundle,
+    spec: &ExecSpec,
+    init_pidfd: BorrowedFd<'_>,
+    io: &ChildIo,
+) -> Result<Never, InitError> {
+    for procs in &bundle.cgroup_procs {
+        std::fs::write(procs, "0")
+            .map_err(|e| InitError { code: 125, message: format!("cannot join the container's cgroup: {e}") })?;
+    }
+    let mut flags =
+        nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWCGROUP;
+    if !bundle.host_network {
+        flags |= nix::libc::CLONE_NEWNET;
+    }
+    // SAFETY: setns with the init's pidfd enters all these namespaces at once; the mount namespace
+    // switch also moves our root and cwd to the container's root.
+    if unsafe { nix::libc::setns(init_pidfd.as_raw_fd(), flags) } < 0 {
+        return Err(setup_err("enter the container's namespaces")(nix::Error::last()));
+    }
+    let devnull =
+        rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open /dev/null"))?;
+    match &io.stdio {
+        ChildStdio::Pipes { stdin, stdout, stderr } => {
+            dup_stdio([stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd()), stdout.as_fd(), stderr.as_fd()])?
         }
-        let mut flags =
-            nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWCGROUP;
-        if !bundle.host_network {
-            flags |= nix::libc::CLONE_NEWNET;
+        ChildStdio::Console(socket) => {
+            let root = rfs::open("/", DIR_PATH | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open /"))?;
+            let size = if spec.rows > 0 && spec.cols > 0 { (spec.rows, spec.cols) } else { (24, 80) };
+            let slave = open_console(&root, socket.as_fd(), size)?;
+            make_controlling_terminal(&slave)?;
+            dup_stdio([slave.as_fd(), slave.as_fd(), slave.as_fd()])?;
         }
-        // SAFETY: setns with the init's pidfd enters all these namespaces at once; the mount namespace
-        // switch also moves our root and cwd to the container's root.
-        if unsafe { nix::libc::setns(init_pidfd.as_raw_fd(), flags) } < 0 {
-            return Err(setup_err("enter the container's namespaces")(nix::Error::last()));
-        }
-        let devnull =
-            rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open /dev/null"))?;
-        match &io.stdio {
-            ChildStdio::Pipes { stdin, stdout, stderr } => {
-                dup_stdio([stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd()), stdout.as_fd(), stderr.as_fd()])?
-            }
-            ChildStdio::Console(socket) => {
-                let root = rfs::open("/", DIR_PATH | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open /"))?;
-                let size = if spec.rows > 0 && spec.cols > 0 { (spec.rows, spec.cols) } else { (24, 80) };
-                let slave = open_console(&root, socket.as_fd(), size)?;
-                make_controlling_terminal(&slave)?;
-                dup_stdio([slave.as_fd(), slave.as_fd(), slave.as_fd()])?;
-            }
-        }
-        let process = &spec.process;
-        let user = if process.user.is_empty() { &bundle.process.user } else { &process.user };
-        let cwd = if process.cwd.is_empty() { &bundle.process.cwd } else { &process.cwd };
-        become_and_exec(bundle, user, cwd, &process.env, &process.args, false)
-    })();
-    let code = match result {
-        Ok(never) => match never {},
-        Err(e) => {
-            let _ = rustix::io::write(&io.errors, e.message.as_bytes());
-            e.code
-        }
-    };
-    // SAFETY: see run().
-    unsafe { nix::libc::_exit(code) }
+    }
+    let process = &spec.process;
+    let user = if process.user.is_empty() { &bundle.process.user } else { &process.user };
+    let cwd = if process.cwd.is_empty() { &bundle.process.cwd } else { &process.cwd };
+    become_and_exec(bundle, user, cwd, &process.env, &process.args, false)
 }
 
 /// The last steps of every container process: resolve the user from the container's own /etc/passwd and

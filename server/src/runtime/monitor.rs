@@ -467,7 +467,7 @@ impl Monitor {
             // The child dies with its monitor.
             // SAFETY: prctl in the child.
             unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
-            init::run(&bundle, ChildIo { stdio: child_stdio, sync: sync_r, errors: errors_w });
+            init::run(&bundle, ChildIo { stdio: child_stdio, errors: errors_w }, sync_r);
         }
         drop((child_stdio, sync_r, errors_w));
         let init = Proc::new(pid as i32, stdio, console, errors_r)?;
@@ -795,7 +795,7 @@ impl Monitor {
             ForkResult::Child => {
                 // SAFETY: prctl in the child.
                 unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
-                let io = ChildIo { stdio: child_stdio, sync: errors_r, errors: errors_w };
+                let io = ChildIo { stdio: child_stdio, errors: errors_w };
                 init::exec_in_container(&self.bundle, spec, self.init.pidfd.as_fd(), io);
             }
             ForkResult::Parent { child } => {
