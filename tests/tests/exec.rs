@@ -80,13 +80,23 @@ struct Outcome {
     exit: Option<pb::ExitStatus>,
 }
 
-/// Runs an exec with the generated client: sends `start`, then `input` frames, then (if `close`) half-closes;
-/// collects everything until the stream ends.
-async fn exec(w: &World, start: pb::ExecStart, input: Vec<In>, close: bool) -> Result<Outcome> {
+/// Opens an Exec stream with the generated client, `start` as its first frame; returns the sender for the
+/// frames that follow and the server's stream.
+async fn open_exec(
+    w: &World,
+    start: pb::ExecStart,
+) -> Result<(mpsc::Sender<pb::ExecRequest>, tonic::Streaming<pb::ExecResponse>)> {
     let mut client = w.server.grpc().await?;
     let (tx, rx) = mpsc::channel(8);
     tx.send(pb::ExecRequest { frame: Some(In::Start(start)) }).await?;
-    let mut stream = client.exec(ReceiverStream::new(rx)).await?.into_inner();
+    let stream = client.exec(ReceiverStream::new(rx)).await?.into_inner();
+    Ok((tx, stream))
+}
+
+/// Runs an exec with the generated client: sends `start`, then `input` frames, then (if `close`) half-closes;
+/// collects everything until the stream ends.
+async fn exec(w: &World, start: pb::ExecStart, input: Vec<In>, close: bool) -> Result<Outcome> {
+    let (tx, mut stream) = open_exec(w, start).await?;
     let sender = tokio::spawn(async move {
         for frame in input {
             if tx.send(pb::ExecRequest { frame: Some(frame) }).await.is_err() {
@@ -171,10 +181,7 @@ fn tty_session_gets_its_size_before_start_and_on_resize(w: &World) -> Result<()>
     s.stdin = true;
     s.tty_size = Some(pb::TtySize { rows: 30, cols: 100 });
     let o = runtime().block_on(async {
-        let mut client = w.server.grpc().await?;
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(pb::ExecRequest { frame: Some(In::Start(s)) }).await?;
-        let mut stream = client.exec(ReceiverStream::new(rx)).await?.into_inner();
+        let (tx, mut stream) = open_exec(w, s).await?;
         let mut outcome = Outcome::default();
         let mut resized = false;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -211,10 +218,7 @@ fn tty_session_gets_its_size_before_start_and_on_resize(w: &World) -> Result<()>
 fn signal_frame_delivers_sigterm(w: &World) -> Result<()> {
     let s = start(&w.container, &["sh", "-c", "trap 'exit 42' TERM; echo ready; while true; do sleep 0.05; done"]);
     let o = runtime().block_on(async {
-        let mut client = w.server.grpc().await?;
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(pb::ExecRequest { frame: Some(In::Start(s)) }).await?;
-        let mut stream = client.exec(ReceiverStream::new(rx)).await?.into_inner();
+        let (tx, mut stream) = open_exec(w, s).await?;
         let mut outcome = Outcome::default();
         while let Some(m) = stream.message().await? {
             match m.frame {
@@ -234,13 +238,8 @@ fn signal_frame_delivers_sigterm(w: &World) -> Result<()> {
 fn cancelling_the_stream_kills_the_process(w: &World) -> Result<()> {
     let marker = "cm-e2e-cancel-marker";
     runtime().block_on(async {
-        let mut client = w.server.grpc().await?;
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(pb::ExecRequest {
-            frame: Some(In::Start(start(&w.container, &["sh", "-c", &format!("echo up; exec sleep 1000 {marker}")]))),
-        })
-        .await?;
-        let mut stream = client.exec(ReceiverStream::new(rx)).await?.into_inner();
+        let s = start(&w.container, &["sh", "-c", &format!("echo up; exec sleep 1000 {marker}")]);
+        let (tx, mut stream) = open_exec(w, s).await?;
         while let Some(m) = stream.message().await? {
             if matches!(m.frame, Some(Out::Stdout(_))) {
                 break;
@@ -265,10 +264,7 @@ fn detached_exec_can_be_waited_on_and_killed_by_id(w: &World) -> Result<()> {
         let mut s = start(&w.container, &["sleep", "1000"]);
         s.exec_id = "detached-1".into();
         s.detach_on_disconnect = true;
-        let mut client = w.server.grpc().await?;
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(pb::ExecRequest { frame: Some(In::Start(s)) }).await?;
-        let mut stream = client.exec(ReceiverStream::new(rx)).await?.into_inner();
+        let (tx, mut stream) = open_exec(w, s).await?;
         let first = stream.message().await?.and_then(|m| m.frame);
         ensure!(matches!(&first, Some(Out::Started(s)) if s.exec_id == "detached-1"), "{first:?}");
         drop(stream);
@@ -281,6 +277,7 @@ fn detached_exec_can_be_waited_on_and_killed_by_id(w: &World) -> Result<()> {
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
         ensure!(!waiter.is_finished(), "the detached exec ended when its stream went away");
+        let mut client = w.server.grpc().await?;
         client
             .kill(pb::KillRequest {
                 container: w.container.clone(),
@@ -307,12 +304,9 @@ fn two_hundred_megabytes_arrive_intact(w: &World) -> Result<()> {
     let mut got = Sha256::new();
     let mut received = 0usize;
     runtime().block_on(async {
-        let mut client = w.server.grpc().await?;
         let mut s = start(&w.container, &["cat"]);
         s.stdin = true;
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(pb::ExecRequest { frame: Some(In::Start(s)) }).await?;
-        let mut stream = client.exec(ReceiverStream::new(rx)).await?.into_inner();
+        let (tx, mut stream) = open_exec(w, s).await?;
         let mut state: u64 = 0x9e3779b97f4a7c15;
         let mut chunks = Vec::new();
         for _ in 0..TOTAL / (256 << 10) {
