@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod fixtures;
+pub mod harness;
 pub mod image;
 pub mod layer;
 pub mod proxy;
