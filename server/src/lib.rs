@@ -7,5 +7,6 @@ pub mod containers;
 pub mod fsroot;
 pub mod image;
 pub mod listen;
+pub mod network;
 pub mod runtime;
 pub mod store;

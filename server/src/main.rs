@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use cm_api::Address;
 use cm_api::v1::container_service_server::ContainerServiceServer;
-use cm_server::{api, cgroups, containers, image, listen};
+use cm_server::{api, cgroups, containers, image, listen, network};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
@@ -41,6 +41,17 @@ struct Args {
     /// Name of cm's cgroup directory (in every hierarchy).
     #[arg(long, value_name = "NAME", default_value = "cm")]
     cgroup_parent: String,
+    /// Bridge for containers' default network, created if missing; "none" runs without one (containers then
+    /// need --network none or host).
+    #[arg(long, value_name = "NAME", default_value = "cm0")]
+    bridge: String,
+    /// Subnet of the bridge, e.g. 10.88.0.0/16. Default: the one used before, else the first private subnet
+    /// that no address or route of the host overlaps.
+    #[arg(long, value_name = "CIDR")]
+    subnet: Option<network::Ipv4Net>,
+    /// Name of cm's nftables table (family ip) holding its NAT and published-port rules.
+    #[arg(long, value_name = "NAME", default_value = "cm")]
+    nft_table: String,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as cm_server=debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -76,7 +87,21 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         pids: args.default_pids_limit,
     };
     default_limits.validate().map_err(|e| anyhow::anyhow!("bad default limits: {e}"))?;
-    let options = containers::RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone() };
+    let network = match args.bridge.as_str() {
+        "none" => None,
+        _ => {
+            let options = network::NetworkOptions {
+                bridge: args.bridge.clone(),
+                subnet: args.subnet,
+                nft_table: args.nft_table.clone(),
+            };
+            let network = network::BridgeNetwork::open(&args.root, options)
+                .await
+                .with_context(|| format!("cannot set up the bridge network on {}", args.bridge))?;
+            Some(Arc::new(network))
+        }
+    };
+    let options = containers::RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), network };
     let containers = containers::Containers::open(&args.root, images.clone(), options)
         .await
         .with_context(|| format!("cannot load the containers under {}", args.root.display()))?;

@@ -30,6 +30,9 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Servers started by this process, numbering their bridges, subnets and tables.
+static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A running cm-server.
 pub struct CmServer {
     child: Option<Child>,
@@ -43,12 +46,41 @@ impl CmServer {
         Self::start_with(&[])
     }
 
-    /// Starts a server with extra command line arguments.
+    /// Starts a server with extra command line arguments. Unless they say otherwise, it gets a bridge, a
+    /// subnet and an nftables table of its own (see [`CmServer::bridge`]).
     pub fn start_with(extra_args: &[&str]) -> Result<CmServer> {
         let dir = tempfile::Builder::new().prefix("cm-e2e-").tempdir_in("/tmp")?;
-        let mut server = CmServer { child: None, dir, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        for (flag, value) in [
+            ("--bridge", format!("cmt{}x{n}", pid % 100_000)),
+            ("--subnet", format!("10.{}.{}.0/24", 200 + pid % 50, n % 256)),
+            ("--nft-table", format!("cm_e2e_{pid}_{n}")),
+        ] {
+            if !extra_args.iter().any(|a| a == flag) {
+                extra_args.extend([flag.to_string(), value]);
+            }
+        }
+        let mut server = CmServer { child: None, dir, extra_args };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// The value of one of the server's flags, if it was given.
+    pub fn flag(&self, name: &str) -> Option<String> {
+        let position = self.extra_args.iter().position(|a| a == name);
+        position.and_then(|i| self.extra_args.get(i + 1)).cloned()
+    }
+
+    /// The server's bridge (--bridge).
+    pub fn bridge(&self) -> String {
+        self.flag("--bridge").unwrap_or_else(|| "cm0".into())
+    }
+
+    /// The server's nftables table (--nft-table).
+    pub fn nft_table(&self) -> String {
+        self.flag("--nft-table").unwrap_or_else(|| "cm".into())
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -198,8 +230,7 @@ pub fn check(out: &Output, what: &str) -> Result<()> {
 impl CmServer {
     /// The --cgroup-parent this server was started with ("cm" by default).
     fn cgroup_parent(&self) -> String {
-        let position = self.extra_args.iter().position(|a| a == "--cgroup-parent");
-        position.and_then(|i| self.extra_args.get(i + 1)).cloned().unwrap_or_else(|| "cm".into())
+        self.flag("--cgroup-parent").unwrap_or_else(|| "cm".into())
     }
 
     /// Kills what its containers left running (their monitors outlive the server by design) and removes
@@ -235,6 +266,13 @@ impl CmServer {
             }
             let _ = std::fs::remove_dir(hierarchy.path().join(&parent));
         }
+        // The bridge and the table outlive a server by design (running containers keep their network).
+        if self.bridge() != "none" {
+            let _ = Command::new("ip").args(["link", "del", &self.bridge()]).stderr(Stdio::null()).status();
+            let table = self.nft_table();
+            let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
+            let _ = run_with_input("nft", &["-f", "-"], script.as_bytes());
+        }
     }
 }
 
@@ -243,4 +281,18 @@ impl Drop for CmServer {
         self.kill();
         self.remove_leftovers();
     }
+}
+
+/// Runs `program args` with `input` on its stdin; its output.
+pub fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> Result<Output> {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {program}"))?;
+    child.stdin.take().expect("piped").write_all(input)?;
+    Ok(child.wait_with_output()?)
 }

@@ -1,5 +1,6 @@
 //! Container RPCs: conversion between cm.v1 messages and the container domain, and the Attach stream.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::cgroups::Limits;
 use crate::containers::{
     Container, ContainerError, Containers, CreateSpec, ExitRecord, MountConfig, Network, Status as State,
 };
+use crate::network::{PortConfig, Protocol};
 use crate::runtime::client::Connection;
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
 
@@ -47,11 +49,12 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
         pb::NetworkMode::None => Network::None,
         pb::NetworkMode::Host => Network::Host,
     };
-    if !spec.ports.is_empty() {
-        return Err(Status::invalid_argument(
-            "published ports need bridge networking, which this cm-server does not have yet",
-        ));
-    }
+    let ports = spec
+        .ports
+        .iter()
+        .map(|p| PortConfig::parse(&p.host_ip, p.host_port, p.container_port, &p.protocol))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Status::invalid_argument)?;
     for e in &spec.env {
         if e.is_empty() || e.starts_with('=') {
             return Err(Status::invalid_argument(format!("environment entry {e:?} must be KEY=VALUE")));
@@ -80,6 +83,7 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
         stdin: spec.stdin,
         limits,
         network,
+        ports,
         mounts,
         auto_remove: spec.auto_remove,
         labels: spec.labels.into_iter().collect(),
@@ -129,7 +133,7 @@ pub fn to_proto(c: &Container) -> pb::Container {
             Network::Host => pb::NetworkMode::Host,
         }
         .into(),
-        ports: vec![],
+        ports: cfg.ports.iter().map(|p| port_to_proto(p.host_ip, p.host_port, p.container_port, p.protocol)).collect(),
         mounts: cfg
             .mounts
             .iter()
@@ -156,8 +160,27 @@ pub fn to_proto(c: &Container) -> pb::Container {
         created: timestamp(cfg.created_unix_nanos),
         started: timestamp(r.state.started_unix_nanos),
         spec: Some(spec),
-        ip_address: String::new(),
-        ports: vec![],
+        ip_address: cfg.address.map(|a| a.to_string()).unwrap_or_default(),
+        ports: r
+            .state
+            .ports
+            .iter()
+            .map(|p| port_to_proto(p.host_ip, p.host_port, p.container_port, p.protocol))
+            .collect(),
+    }
+}
+
+fn port_to_proto(
+    host_ip: Option<Ipv4Addr>,
+    host_port: u16,
+    container_port: u16,
+    protocol: Protocol,
+) -> pb::PortMapping {
+    pb::PortMapping {
+        host_ip: host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        host_port: host_port.into(),
+        container_port: container_port.into(),
+        protocol: protocol.as_str().into(),
     }
 }
 

@@ -33,7 +33,9 @@ fn hosts_file(config: &Config) -> String {
     if !config.name.is_empty() && config.name != config.hostname {
         names.push(config.name.clone());
     }
-    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", names.join(" "))
+    // On the bridge the container's own address carries its names, so other tools resolve them to it.
+    let own = config.address.map_or_else(|| "127.0.1.1".to_string(), |a| a.to_string());
+    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{}\n", names.join(" "))
 }
 
 /// The host's resolv.conf without loopback nameservers (they mean nothing inside the container's own

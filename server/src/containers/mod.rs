@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::cgroups::{Cgroup, Layout, Limits};
 use crate::image::ImageStore;
+use crate::network::{BoundPort, BridgeNetwork, NetError, PortConfig};
 use crate::runtime::bundle::{self, Bundle, ExitInfo, Process, Rootfs};
 use crate::runtime::client::{self, Connection};
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
@@ -67,6 +68,7 @@ pub struct CreateSpec {
     pub stdin: bool,
     pub limits: Limits,
     pub network: Network,
+    pub ports: Vec<PortConfig>,
     pub mounts: Vec<MountConfig>,
     pub auto_remove: bool,
     pub labels: Vec<(String, String)>,
@@ -111,6 +113,18 @@ pub struct RuntimeOptions {
     pub default_limits: Limits,
     /// Name of cm's cgroup directory in every hierarchy.
     pub cgroup_parent: String,
+    /// The bridge network; None when the server runs without one (--bridge none).
+    pub network: Option<Arc<BridgeNetwork>>,
+}
+
+impl From<NetError> for ContainerError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Invalid(m) => ContainerError::InvalidArgument(m),
+            NetError::Unavailable(m) => ContainerError::FailedPrecondition(m),
+            NetError::System(e) => ContainerError::Internal(format!("network setup failed: {e:#}")),
+        }
+    }
 }
 
 /// All containers of this server.
@@ -173,8 +187,22 @@ impl Containers {
                 tracing::warn!(dir = %path.display(), "skipping a container directory without a readable record");
                 continue;
             };
+            if let (Some(network), Some(address)) = (&containers.options.network, record.config.address)
+                && let Err(e) = network.claim(&record.config.id, address)
+            {
+                tracing::warn!(container = %record.config.id, error = %e, "its address is taken; it gets a new one at start");
+            }
             let container = containers.insert(record, path);
             containers.readopt(container).await;
+        }
+        if let Some(network) = &containers.options.network {
+            let running = containers
+                .list()
+                .iter()
+                .filter(|c| c.record().state.status == Status::Running)
+                .map(|c| c.id.clone())
+                .collect();
+            network.reconcile(&running).await?;
         }
         Ok(containers)
     }
@@ -207,6 +235,10 @@ impl Containers {
         match client::connect(&c.dir).await {
             Ok(conn) => {
                 tracing::info!(container = %c.id, "re-adopted running container");
+                let record = c.record();
+                if let (Some(network), Some(address)) = (&self.options.network, record.config.address) {
+                    network.readopt(&c.id, address, &record.state.ports).await;
+                }
                 self.watch_exit(c, conn);
             }
             Err(_) => {
@@ -282,6 +314,20 @@ impl Containers {
         for m in &spec.mounts {
             m.validate().map_err(ContainerError::InvalidArgument)?;
         }
+        if !spec.ports.is_empty() && spec.network != Network::Bridge {
+            return Err(ContainerError::InvalidArgument(
+                "published ports need the bridge network (--network bridge)".into(),
+            ));
+        }
+        PortConfig::check_unique(&spec.ports).map_err(ContainerError::InvalidArgument)?;
+        let network = match spec.network {
+            Network::Bridge => Some(self.options.network.clone().ok_or_else(|| {
+                ContainerError::FailedPrecondition(
+                    "this cm-server runs without a bridge (--bridge none); use --network none or host".into(),
+                )
+            })?),
+            _ => None,
+        };
         let id = record::new_id().map_err(internal("making an id"))?;
         let config = Config {
             name: spec.name.clone(),
@@ -301,6 +347,8 @@ impl Containers {
             stdin: spec.stdin,
             limits,
             network: spec.network,
+            address: None,
+            ports: spec.ports.clone(),
             mounts: spec.mounts.clone(),
             auto_remove: spec.auto_remove,
             labels: spec.labels.clone(),
@@ -323,12 +371,23 @@ impl Containers {
                 config.name
             )));
         }
-        let dir = self.dir.join(&config.id);
-        for sub in ["upper", "work", "merged"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(internal("creating the container directory"))?;
+        let mut config = config;
+        if let Some(network) = &network {
+            config.address = Some(network.allocate(&config.id)?);
         }
+        let dir = self.dir.join(&config.id);
         let record = Record { config, state: State::default() };
-        crate::store::write_json(&dir.join(record::RECORD_FILE), &record).map_err(internal("saving the container"))?;
+        let saved = ["upper", "work", "merged"]
+            .iter()
+            .try_for_each(|sub| std::fs::create_dir_all(dir.join(sub)))
+            .and_then(|()| crate::store::write_json(&dir.join(record::RECORD_FILE), &record));
+        if let Err(e) = saved {
+            if let Some(network) = &network {
+                network.release(&record.config.id);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(ContainerError::Internal(format!("saving the container: {e}")));
+        }
         let container = self.container(record, dir);
         table.insert(container.id.clone(), container.clone());
         tracing::info!(container = %container.id, "created");
@@ -342,22 +401,53 @@ impl Containers {
         c: &Arc<Container>,
         attach: Option<(u16, u16)>,
     ) -> Result<Option<Connection>, ContainerError> {
+        let result = self.start_locked(c, attach).await;
+        // Like docker: a --rm container that could not start is not left behind.
+        if let Err(e) = &result
+            && c.record().config.auto_remove
+            && c.record().state.status != Status::Running
+        {
+            tracing::info!(container = %c.id, error = %e, "removing an auto-remove container that failed to start");
+            let _ = self.remove(c, true).await;
+        }
+        result
+    }
+
+    async fn start_locked(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        attach: Option<(u16, u16)>,
+    ) -> Result<Option<Connection>, ContainerError> {
         let _lifecycle = c.lifecycle.lock().await;
         let record = c.record();
         if record.state.status == Status::Running {
             return Err(ContainerError::FailedPrecondition(format!("container {} is already running", c.shown())));
         }
+        // A container whose address was taken while the server was away (see open) gets a new one.
+        if let (Network::Bridge, Some(network)) = (record.config.network, &self.options.network)
+            && (record.config.address.is_none() || record.config.address != network.address_of(&c.id))
+        {
+            let address = network.allocate(&c.id)?;
+            c.update(|r| r.config.address = Some(address))?;
+        }
+        let record = c.record();
         let config = &record.config;
         let cgroup = Cgroup::create(&self.layout, &self.options.cgroup_parent, &c.id, &config.limits)
             .map_err(|e| ContainerError::InvalidArgument(format!("cannot apply the container's limits: {e}")))?;
         let result = self.launch(c, config, &cgroup, attach).await;
         match result {
-            Ok((pid, session, watcher)) => {
+            Ok((pid, ports, session, watcher)) => {
                 // Running is recorded before the exit watcher starts: a process that exits at once must not
                 // have its exit overwritten.
                 let _ = c.exited.send_replace(None);
                 c.update(|r| {
-                    r.state = State { status: Status::Running, pid, started_unix_nanos: now_nanos(), exit: None };
+                    r.state = State {
+                        status: Status::Running,
+                        pid,
+                        started_unix_nanos: now_nanos(),
+                        exit: None,
+                        ports: ports.clone(),
+                    };
                 })?;
                 tracing::info!(container = %c.id, pid, "started");
                 self.watch_exit(c.clone(), watcher);
@@ -365,6 +455,9 @@ impl Containers {
             }
             Err(e) => {
                 let _ = remove_cgroup(cgroup).await;
+                if let Some(network) = &self.options.network {
+                    network.detach(&c.id).await;
+                }
                 Err(e)
             }
         }
@@ -376,7 +469,7 @@ impl Containers {
         config: &Config,
         cgroup: &Cgroup,
         attach: Option<(u16, u16)>,
-    ) -> Result<(i32, Option<Connection>, Connection), ContainerError> {
+    ) -> Result<(i32, Vec<BoundPort>, Option<Connection>, Connection), ContainerError> {
         for stale in [bundle::EXIT_FILE, bundle::MONITOR_FILE] {
             let _ = std::fs::remove_file(c.dir.join(stale));
         }
@@ -414,7 +507,13 @@ impl Containers {
         let bytes = serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(e.to_string()))?;
         crate::store::write_replace(&c.dir.join(bundle::BUNDLE_FILE), &bytes)
             .map_err(internal("writing the bundle"))?;
-        client::spawn_monitor(&self.monitor, &c.dir).await.map_err(|e| ContainerError::Internal(e.to_string()))?;
+        let init_pid =
+            client::spawn_monitor(&self.monitor, &c.dir).await.map_err(|e| ContainerError::Internal(e.to_string()))?;
+        // The init exists in its namespaces and waits for Start: connect it to the bridge now.
+        let ports = match (config.network, &self.options.network) {
+            (Network::Bridge, Some(network)) => self.connect_network(c, network, init_pid).await?,
+            _ => Vec::new(),
+        };
         // The watcher connects first so it sees the whole life of the process.
         let watcher = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;
         let mut session = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;
@@ -431,7 +530,21 @@ impl Containers {
             Some(FromMonitor::Started { pid }) => pid,
             other => return Err(ContainerError::Internal(format!("the monitor answered {other:?} to start"))),
         };
-        Ok((pid, attach.map(|_| session), watcher))
+        Ok((pid, ports, attach.map(|_| session), watcher))
+    }
+
+    /// Puts a starting container on the bridge: veth, address, routes and published ports.
+    async fn connect_network(
+        &self,
+        c: &Arc<Container>,
+        network: &BridgeNetwork,
+        init_pid: i32,
+    ) -> Result<Vec<BoundPort>, ContainerError> {
+        let record = c.record();
+        let address = record.config.address.ok_or_else(|| ContainerError::Internal("no address allocated".into()))?;
+        let netns = std::fs::File::open(format!("/proc/{init_pid}/ns/net"))
+            .map_err(internal("opening the container's network namespace"))?;
+        Ok(network.attach(&c.id, netns.into(), address, &record.config.ports).await?)
     }
 
     /// Waits (in a task) for the container's exit frame, then records it.
@@ -460,11 +573,15 @@ impl Containers {
         if let Err(e) = remove_cgroup(cgroup).await {
             tracing::warn!(container = %c.id, error = %e, "cannot remove the cgroup");
         }
+        if let Some(network) = &self.options.network {
+            network.detach(&c.id).await;
+        }
         let record = ExitRecord::from_info(&exit, oom_killed);
         tracing::info!(container = %c.id, code = record.code, oom_killed, "exited");
         let _ = c.update(|r| {
             r.state.status = Status::Stopped;
             r.state.exit = Some(record.clone());
+            r.state.ports.clear();
         });
         let _ = c.exited.send_replace(Some(record));
         if c.record().config.auto_remove
@@ -534,6 +651,9 @@ impl Containers {
             return Ok(()); // removed meanwhile (auto-remove)
         }
         let _ = remove_cgroup(Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id)).await;
+        if let Some(network) = &self.options.network {
+            network.release(&c.id);
+        }
         let dir = c.dir.clone();
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
             .await

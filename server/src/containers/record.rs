@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::CreateSpec;
 use crate::cgroups::Limits;
 use crate::image::manifest::RunConfig;
+use crate::network::{BoundPort, PortConfig};
 use crate::runtime::bundle::{ExitInfo, MountSpec};
 
 pub const RECORD_FILE: &str = "container.json";
@@ -42,6 +43,12 @@ pub struct Config {
     pub stdin: bool,
     pub limits: Limits,
     pub network: Network,
+    /// Address on the bridge network (bridge mode), given at create and kept until removal.
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// Ports to publish (bridge mode).
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
     pub mounts: Vec<MountConfig>,
     pub auto_remove: bool,
     pub labels: Vec<(String, String)>,
@@ -52,7 +59,7 @@ pub struct Config {
 /// Network mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// The default bridge; until bridge networking lands it is a private namespace with loopback only.
+    /// The server's bridge: its own namespace with eth0 on the bridge, NAT and published ports.
     #[default]
     Bridge,
     None,
@@ -111,6 +118,9 @@ pub struct State {
     pub pid: i32,
     pub started_unix_nanos: i64,
     pub exit: Option<ExitRecord>,
+    /// Published ports as bound while running (host port 0 replaced by the one picked).
+    #[serde(default)]
+    pub ports: Vec<BoundPort>,
 }
 
 /// How the main process ended.
