@@ -568,13 +568,12 @@ impl Containers {
 
     /// Records an exit: OOM from the cgroup, cgroup removed, waiters told, auto-remove done.
     async fn exited(self: &Arc<Self>, c: &Arc<Container>, exit: ExitInfo) {
+        // Held until the network is taken down too, so a start cannot slip in between.
+        let lifecycle = c.lifecycle.lock().await;
         let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
         let oom_killed = cgroup.oom_kills() > 0;
         if let Err(e) = remove_cgroup(cgroup).await {
             tracing::warn!(container = %c.id, error = %e, "cannot remove the cgroup");
-        }
-        if let Some(network) = &self.options.network {
-            network.detach(&c.id).await;
         }
         let record = ExitRecord::from_info(&exit, oom_killed);
         tracing::info!(container = %c.id, code = record.code, oom_killed, "exited");
@@ -584,6 +583,11 @@ impl Containers {
             r.state.ports.clear();
         });
         let _ = c.exited.send_replace(Some(record));
+        // After the exit is reported: deleting a veth waits for the kernel (an RCU grace period, ~10 ms).
+        if let Some(network) = &self.options.network {
+            network.detach(&c.id).await;
+        }
+        drop(lifecycle);
         if c.record().config.auto_remove
             && let Err(e) = self.remove(c, true).await
         {
