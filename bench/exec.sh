@@ -9,7 +9,7 @@
 #
 # One registry (cm-fixture registry, i.e. Debian's docker-registry) serves the busybox fixture image; both
 # tools pull it once, untimed. Each tool then runs one long-lived container (`sleep 100000`; cm:
-# `cm-client run -d`, podman: `podman run -d --network none --runtime runc`), and every timed run execs
+# `cm-client run -d --network none`, podman: `podman run -d --network none --runtime runc`), and every timed run execs
 # `true` in it. Timed runs alternate (cm first on odd runs, podman first on even runs) after WARMUP untimed
 # warm-ups of each. Before every timed run the script waits, untimed, until the processes of the previous
 # exec are gone (the set of our processes is back to what the two running containers need) and runs
@@ -96,6 +96,7 @@ cleanup() {
     stop_pid "$REGISTRY_PID"
     kill_our_pids   # whatever is left of ours (a monitor the server could not remove, a podman cleanup)
     remove_cgroups
+    remove_networks
     unmount_tmp
     unmount_overlays
     keep_logs_and_remove_tmp "$status" '*.log' '*.txt'
@@ -162,7 +163,7 @@ run_podman_detached() {
 }
 
 log "starting one container per tool (sleep 100000)"
-CM_ID="$(cm run -d "$REF" sleep 100000 </dev/null 2>>"$TMP/cm-client.log")" ||
+CM_ID="$(cm run -d --network none "$REF" sleep 100000 </dev/null 2>>"$TMP/cm-client.log")" ||
     { tail_log "$TMP/cm-server.log"; die "cm-client run -d failed"; }
 [ -n "$CM_ID" ] || die "cm-client run -d printed no container id"
 
@@ -279,9 +280,9 @@ echo "## cm-client exec vs podman exec (busybox, \`true\` in a running container
 echo
 echo "- machine: $(nproc) CPUs (${cpu:-unknown}), $mem RAM, kernel $(uname -r), cgroup $cgroups, stores on $fs"
 echo "- image: $REF (cm-fixture busybox), pulled once into each store before timing"
-echo "- cm: \`cm-client exec C true\` into \`cm-client run -d IMAGE sleep 100000\`, cm-server at default settings" \
-    "(own --root, socket and cgroup parent); its default network mode gives the container a network" \
-    "namespace with only lo (checked)"
+echo "- cm: \`cm-client exec C true\` into \`cm-client run -d --network none IMAGE sleep 100000\`, cm-server at" \
+    "default settings (own --root, socket, cgroup parent and bridge); the container has a network namespace" \
+    "with only lo (checked)"
 echo "- podman: \`podman exec P true\` into \`podman run -d --network none --runtime runc ${PODMAN_ULIMITS[*]}" \
     "--cgroup-parent $PODMAN_CGROUP IMAGE sleep 100000\`; $(podman --version), $(runc --version | head -n 1)," \
     "storage driver $DRIVER, cgroupfs, events none (container sees only lo: checked)"

@@ -96,6 +96,26 @@ remove_cgroups() {
     done
 }
 
+# Remembers what podman's bridge networking will change on the machine (its bridge podman0 and its iptables
+# rules), so remove_networks can undo it. Call before podman runs a container on its bridge.
+save_podman_network_state() {
+    PODMAN_BRIDGE_EXISTED=0
+    [ -e /sys/class/net/podman0 ] && PODMAN_BRIDGE_EXISTED=1
+    iptables-save >"$TMP/iptables.before" 2>/dev/null || rm -f "$TMP/iptables.before"
+}
+
+# Removes cm-server's bridge and table, and what podman's bridge networking added since
+# save_podman_network_state (podman0 if it was not there, the iptables rules netavark left).
+remove_networks() {
+    ip link del "$CM_BRIDGE" 2>/dev/null
+    printf 'table ip %s {}\ndelete table ip %s\n' "$CM_TABLE" "$CM_TABLE" | nft -f - 2>/dev/null
+    if [ -n "${PODMAN_BRIDGE_EXISTED:-}" ]; then
+        [ "$PODMAN_BRIDGE_EXISTED" = 1 ] || ip link del podman0 2>/dev/null
+        [ -f "$TMP/iptables.before" ] && iptables-restore <"$TMP/iptables.before"
+    fi
+    return 0
+}
+
 # Unmounts everything mounted under $TMP (overlay roots of containers, podman's bind mounts), deepest first.
 unmount_tmp() {
     local mp
@@ -184,13 +204,19 @@ start_registry() {
 
 cm() { "$BIN/cm-client" --host "$CM_HOST" "$@"; }
 
-# Starts cm-server (own --root in $TMP, socket $CM_HOST, cgroup parent $CM_CGROUP when set) in the
-# background with the given extra flags, logging to $1; waits until it answers. Sets SERVER_PID.
+# cm-server's bridge, subnet and nftables table in benchmarks: its own, removed by remove_networks.
+CM_BRIDGE="cmb$$"
+CM_SUBNET="10.210.0.0/24"
+CM_TABLE="cm_bench_$$"
+
+# Starts cm-server (own --root in $TMP, socket $CM_HOST, cgroup parent $CM_CGROUP when set, bridge
+# $CM_BRIDGE) in the background with the given extra flags, logging to $1; waits until it answers. Sets
+# SERVER_PID.
 start_server() {
     local server_log="$1" i
     shift
-    "$BIN/cm-server" --root "$TMP/cm-root" --listen "$CM_HOST" ${CM_CGROUP:+--cgroup-parent "$CM_CGROUP"} "$@" \
-        >"$server_log" 2>&1 &
+    "$BIN/cm-server" --root "$TMP/cm-root" --listen "$CM_HOST" ${CM_CGROUP:+--cgroup-parent "$CM_CGROUP"} \
+        --bridge "$CM_BRIDGE" --subnet "$CM_SUBNET" --nft-table "$CM_TABLE" "$@" >"$server_log" 2>&1 &
     SERVER_PID=$!
     for ((i = 0; ; i++)); do
         cm images >/dev/null 2>&1 && break

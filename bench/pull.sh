@@ -67,6 +67,7 @@ cleanup() {
         "${PODMAN[@]}" rmi -a -f >/dev/null 2>&1
     fi
     stop_pid "$REGISTRY_PID"
+    remove_networks
     unmount_tmp
     unmount_overlays
     keep_logs_and_remove_tmp "$status" '*.log'

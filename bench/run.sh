@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Run benchmark: run-to-exit latency of `cm-client run --rm IMAGE true` versus
-# `podman run --rm --network none --runtime runc --ulimit host IMAGE true`, then where cm's time goes.
+# Run benchmark: run-to-exit latency of `cm-client run --rm --network NETWORK IMAGE true` versus
+# `podman run --rm --network NETWORK --runtime runc --ulimit host IMAGE true`, then where cm's time goes.
 #
-#   sudo bench/run.sh                       # 30 timed runs each, 3 untimed warm-ups each
+#   sudo bench/run.sh                       # 30 timed runs each, 3 untimed warm-ups each, bridge network
+#   sudo NETWORK=none bench/run.sh          # both without a network (only loopback)
 #   sudo RUNS=50 WARMUP=5 SPLIT_RUNS=9 bench/run.sh
 #   sudo TARGET_MS=20 bench/run.sh          # the p50 cm should meet (default 25 ms)
 #   sudo KEEP_LOGS=1 bench/run.sh           # keep the logs (cm-server, podman, perf trace) afterwards
@@ -17,9 +18,11 @@
 # processes in the measured span). Percentiles: p50 is the median (mean of the middle two for an even
 # count), p90 the nearest rank (the ceil(0.9 n)-th smallest).
 #
-# Network: podman runs with --network none; cm runs at its default, which today gives the container a
-# network namespace of its own with only loopback. Both are checked (the interfaces a container sees must
-# be exactly "lo"), so the comparison cannot silently become unequal. Rlimits: without CAP_SYS_RESOURCE,
+# Network: NETWORK=bridge (the default): each tool's default bridge, cm's (a veth on cm-server's own bridge
+# $CM_BRIDGE with masquerade in its own nftables table) against podman's (netavark: podman0, iptables);
+# the containers must see exactly "eth0 lo". NETWORK=none: both without a network; they must see exactly
+# "lo". So the comparison cannot silently become unequal. What podman's bridge adds to the machine (podman0,
+# iptables rules) is removed at the end (remove_networks in lib.sh). Rlimits: without CAP_SYS_RESOURCE,
 # podman's default rlimits make runc fail; `--ulimit host` is used where it works, else the limits podman
 # runs with, spelled out (the report says which). The report also says how often each tool's container was
 # still on disk when its client returned, and the load average, with a warning when the machine was busy.
@@ -58,6 +61,7 @@ RUNS="${RUNS:-30}"
 WARMUP="${WARMUP:-3}"
 SPLIT_RUNS="${SPLIT_RUNS:-5}"
 TARGET_MS="${TARGET_MS:-25}"
+NETWORK="${NETWORK:-bridge}"
 KEEP_LOGS="${KEEP_LOGS:-0}"
 
 LOAD_START="$(cut -d ' ' -f 1-3 /proc/loadavg)"   # before this script does anything
@@ -72,6 +76,11 @@ for n in RUNS WARMUP SPLIT_RUNS TARGET_MS; do
     [[ "${!n}" =~ ^[0-9]+$ ]] || die "$n must be a non-negative integer, got '${!n}'"
 done
 [ "$RUNS" -ge 1 ] && [ "$SPLIT_RUNS" -ge 1 ] || die "RUNS and SPLIT_RUNS must be at least 1"
+case "$NETWORK" in
+    bridge) IFACES="eth0 lo" ;;
+    none) IFACES="lo" ;;
+    *) die "NETWORK must be bridge or none, got '$NETWORK'" ;;
+esac
 command -v podman >/dev/null || die "podman is missing: run scripts/install-deps --bench"
 command -v runc >/dev/null || die "runc is missing: apt-get install runc"
 
@@ -111,6 +120,7 @@ cleanup() {
     stop_pid "$REGISTRY_PID"
     kill_our_pids   # whatever is left of ours (a monitor the server could not remove, a podman cleanup)
     remove_cgroups
+    remove_networks
     unmount_tmp
     unmount_overlays
     keep_logs_and_remove_tmp "$status" '*.log' '*.txt'
@@ -174,27 +184,28 @@ fi
 podman_ image exists "$REF" || die "podman pull succeeded but the image is not in podman's store"
 
 # --- the commands ---------------------------------------------------------------------------------
-run_cm() { "$BIN/cm-client" --host "$CM_HOST" run --rm "$REF" "$@" </dev/null 2>>"$TMP/cm-client.log"; }
+run_cm() { "$BIN/cm-client" --host "$CM_HOST" run --rm --network "$NETWORK" "$REF" "$@" </dev/null 2>>"$TMP/cm-client.log"; }
 PODMAN_ULIMITS=(--ulimit host)
 run_podman() {
-    podman_ run --rm --network none --runtime runc "${PODMAN_ULIMITS[@]}" --cgroup-parent "$PODMAN_CGROUP" "$REF" "$@" \
+    podman_ run --rm --network "$NETWORK" --runtime runc "${PODMAN_ULIMITS[@]}" --cgroup-parent "$PODMAN_CGROUP" "$REF" "$@" \
         </dev/null 2>>"$TMP/podman.log"
 }
 
 # Without CAP_SYS_RESOURCE podman's default rlimits make runc fail; then the container gets the limits podman
 # itself runs with, spelled out (podman_ulimit_fallback in lib.sh says which and why).
 ULIMIT_NOTE=""
+save_podman_network_state
 if ! run_podman true >/dev/null 2>&1; then
     podman_ rm -a -f >/dev/null 2>&1 || true   # whatever the failed attempt left
     podman_ulimit_fallback
 fi
 
-# Both containers must see exactly the loopback interface (what podman's --network none gives).
+# Both containers must see exactly the same interfaces: "eth0 lo" on a bridge, "lo" without a network.
 for tool in cm podman; do
     tool_log="$TMP/$([ "$tool" = cm ] && echo cm-server || echo podman).log"
     ifaces="$("run_$tool" ls /sys/class/net)" || { tail_log "$tool_log"; die "$tool cannot run a container"; }
     ifaces="$(echo $ifaces)"
-    [ "$ifaces" = lo ] || die "a $tool container sees the network interfaces '$ifaces', not just 'lo':" \
+    [ "$ifaces" = "$IFACES" ] || die "a $tool container sees the network interfaces '$ifaces', not '$IFACES':" \
         "the network modes are no longer comparable"
 done
 
@@ -288,7 +299,7 @@ time_cmd images cm images
 for ((i = 1; i <= SPLIT_RUNS; i++)); do
     settle
     t0=$EPOCHREALTIME
-    cm create "$REF" true >"$TMP/id.txt" 2>>"$TMP/cm-client.log" </dev/null || die "cm-client create failed"
+    cm create --network "$NETWORK" "$REF" true >"$TMP/id.txt" 2>>"$TMP/cm-client.log" </dev/null || die "cm-client create failed"
     t1=$EPOCHREALTIME
     printf 'create\t%s\n' $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
     read -r id <"$TMP/id.txt"
@@ -362,15 +373,16 @@ read -r CM_MIN CM_P50 CM_P90 CM_MAX <<<"$(printf '%s\n' "${CM_US[@]}" | stats)"
 read -r PM_MIN PM_P50 PM_P90 PM_MAX <<<"$(printf '%s\n' "${PODMAN_US[@]}" | stats)"
 
 machine_facts
-echo "## cm-client run --rm vs podman run --rm (busybox, \`true\`)"
+echo "## cm-client run --rm vs podman run --rm (busybox, \`true\`, network $NETWORK)"
 echo
 echo "- machine: $(nproc) CPUs (${cpu:-unknown}), $mem RAM, kernel $(uname -r), cgroup $cgroups, stores on $fs"
 echo "- image: $REF (cm-fixture busybox), pulled once into each store before timing"
-echo "- cm: \`cm-client run --rm IMAGE true\`, cm-server at default settings (own --root, socket and" \
-    "cgroup parent); its default network mode gives the container a network namespace with only lo (checked)"
-echo "- podman: \`podman run --rm --network none --runtime runc ${PODMAN_ULIMITS[*]} --cgroup-parent" \
+echo "- cm: \`cm-client run --rm --network $NETWORK IMAGE true\`, cm-server at default settings (own --root," \
+    "socket, cgroup parent, and bridge $CM_BRIDGE on $CM_SUBNET); the container sees '$IFACES' (checked)"
+echo "- podman: \`podman run --rm --network $NETWORK --runtime runc ${PODMAN_ULIMITS[*]} --cgroup-parent" \
     "$PODMAN_CGROUP IMAGE true\`; $(podman --version), $(runc --version | head -n 1), storage driver $DRIVER," \
-    "cgroupfs, events none (container sees only lo: checked)"
+    "cgroupfs, events none, network backend $(podman_ info --format '{{.Host.NetworkBackend}}' 2>/dev/null)" \
+    "(container sees '$IFACES': checked)"
 [ -z "$ULIMIT_NOTE" ] || echo "- note: $ULIMIT_NOTE"
 echo "- $RUNS timed runs each, interleaved (cm first on odd runs, podman first on even ones), after $WARMUP" \
     "untimed warm-ups each; before each run, untimed: wait until the previous container is gone, then sync"
