@@ -99,19 +99,28 @@ remove_cgroups() {
 # Remembers what podman's bridge networking will change on the machine (its bridge podman0 and its iptables
 # rules), so remove_networks can undo it. Call before podman runs a container on its bridge.
 save_podman_network_state() {
+    local t
     PODMAN_BRIDGE_EXISTED=0
     [ -e /sys/class/net/podman0 ] && PODMAN_BRIDGE_EXISTED=1
+    PODMAN_NEW_TABLES=()   # the iptables-nft tables netavark will create, if they do not exist yet
+    for t in nat filter; do
+        nft list table ip "$t" >/dev/null 2>&1 || PODMAN_NEW_TABLES+=("$t")
+    done
     iptables-save >"$TMP/iptables.before" 2>/dev/null || rm -f "$TMP/iptables.before"
 }
 
 # Removes cm-server's bridge and table, and what podman's bridge networking added since
 # save_podman_network_state (podman0 if it was not there, the iptables rules netavark left).
 remove_networks() {
+    local t
     ip link del "$CM_BRIDGE" 2>/dev/null
     printf 'table ip %s {}\ndelete table ip %s\n' "$CM_TABLE" "$CM_TABLE" | nft -f - 2>/dev/null
     if [ -n "${PODMAN_BRIDGE_EXISTED:-}" ]; then
         [ "$PODMAN_BRIDGE_EXISTED" = 1 ] || ip link del podman0 2>/dev/null
         [ -f "$TMP/iptables.before" ] && iptables-restore <"$TMP/iptables.before"
+        for t in "${PODMAN_NEW_TABLES[@]}"; do
+            nft delete table ip "$t" 2>/dev/null
+        done
     fi
     return 0
 }
