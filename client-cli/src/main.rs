@@ -379,8 +379,7 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{code}: {}", status.message())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     // Like other command line tools, end quietly when stdout is a closed pipe (`cm-client ps | head -1`).
     // SAFETY: restoring the default SIGPIPE action before anything else runs.
     unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_DFL) };
@@ -392,7 +391,15 @@ async fn main() {
         _ => Ok(()),
     }
     .unwrap_or_else(|e| e.exit());
-    match run(cli).await {
+    // One thread is plenty for a client, and starts faster than a multi-threaded runtime (no workers, no
+    // CPU count from /proc/self/mountinfo and the cgroup files): exec's latency budget is a few ms. Blocking
+    // work (reading stdin) runs on threads of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("cm-client: {e:#}");
