@@ -52,6 +52,7 @@ fn main() {
         fifty_concurrent_execs_get_their_own_output_and_codes,
         bad_requests_get_invalid_argument_not_found_or_failed_precondition,
         grpcurl_drives_exec_with_a_streamed_request,
+        an_exec_right_after_start_sees_the_containers_root,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     let _ = world.server.client(&["rm", "-f", &world.container]);
@@ -403,5 +404,28 @@ fn grpcurl_drives_exec_with_a_streamed_request(w: &World) -> Result<()> {
     ensure!(out.status.success(), "grpcurl: {text}{}", String::from_utf8_lossy(&out.stderr));
     // "b\na\n" in base64.
     ensure!(text.contains("\"started\"") && text.contains("YgphCg==") && text.contains("\"exit\""), "{text}");
+    Ok(())
+}
+
+/// Start returns once the container's command runs, so an exec right after it joins a finished mount
+/// namespace: the container's root, never the host's files seen before the init's pivot_root.
+fn an_exec_right_after_start_sees_the_containers_root(w: &World) -> Result<()> {
+    for _ in 0..10 {
+        let id = runtime().block_on(async {
+            let mut client = w.server.grpc().await?;
+            let spec = pb::ContainerSpec {
+                image: w.image.clone(),
+                command: vec!["sleep".into(), "30".into()],
+                ..Default::default()
+            };
+            let id = client.create(pb::CreateRequest { spec: Some(spec) }).await?.into_inner().id;
+            client.start(pb::StartRequest { container: id.clone() }).await?;
+            anyhow::Ok(id)
+        })?;
+        let o = runtime().block_on(exec(w, start(&id, &["readlink", "/bin/cat"]), vec![], true));
+        let _ = w.server.client(&["rm", "-f", &id]);
+        let o = o?;
+        ensure!(code(&o)? == 0 && o.stdout == b"busybox\n", "exec right after start: {o:?}");
+    }
     Ok(())
 }

@@ -692,6 +692,9 @@ impl Monitor {
                     let _ = rustix::io::write(&sync, &[b'g', r[0], r[1], c[0], c[1]]);
                 }
                 self.init.receive_console();
+                // Started means the container's command runs: until the init has exec'd, its mount namespace
+                // is half built (no pivot_root yet), and an exec joining it would see the host's files.
+                self.init.wait_for_exec();
                 self.started = true;
                 self.broadcast(&FromMonitor::Started { pid: self.init_pid() }.encode(), false);
             }
