@@ -332,3 +332,24 @@ pub fn published_rules(table: &str) -> Result<Vec<String>> {
         .map(|l| l.trim().to_string())
         .collect())
 }
+
+/// Runs a suite's trials, then makes its shared server remove every container and checks it left nothing
+/// behind (a leak fails the run even when every trial passed); exits with the result.
+pub fn run_suite<W>(
+    args: &libtest_mimic::Arguments,
+    trials: Vec<libtest_mimic::Trial>,
+    world: std::sync::Arc<W>,
+    server: impl Fn(&W) -> &TestServer,
+) -> ! {
+    let conclusion = libtest_mimic::run(args, trials);
+    // Whatever the tests left running, the shared server must clean up completely when asked to.
+    let leaks = if args.list { Ok(()) } else { server(&world).leaves_nothing_behind() };
+    drop(world);
+    if let Err(e) = &leaks {
+        eprintln!("\nthe shared server left something behind after removing every container: {e:#}");
+    }
+    if leaks.is_err() && !conclusion.has_failed() {
+        std::process::exit(101);
+    }
+    conclusion.exit();
+}

@@ -90,17 +90,7 @@ fn main() {
         rm_leaves_no_directory_cgroup_mount_or_monitor,
         a_server_restart_keeps_running_containers,
     ];
-    let conclusion = libtest_mimic::run(&args, trials);
-    // Whatever the tests left running, the shared server must clean up completely when asked to.
-    let leaks = if args.list { Ok(()) } else { world.server.leaves_nothing_behind() };
-    drop(world);
-    if let Err(e) = &leaks {
-        eprintln!("\nthe shared server left something behind after removing every container: {e:#}");
-    }
-    if leaks.is_err() && !conclusion.has_failed() {
-        std::process::exit(101);
-    }
-    conclusion.exit();
+    run_suite(&args, trials, world, |w| &w.server);
 }
 
 // ------------------------------------------------------------------------------------------------ helpers

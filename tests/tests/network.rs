@@ -51,16 +51,7 @@ fn main() {
         network_modes_none_and_host_and_the_etc_files,
         dad_is_off_on_both_ends_of_the_veth,
     ];
-    let conclusion = libtest_mimic::run(&args, trials);
-    let leaks = if args.list { Ok(()) } else { world.server.leaves_nothing_behind() };
-    drop(world);
-    if let Err(e) = &leaks {
-        eprintln!("\nthe shared server left something behind after removing every container: {e:#}");
-    }
-    if leaks.is_err() && !conclusion.has_failed() {
-        std::process::exit(101);
-    }
-    conclusion.exit();
+    run_suite(&args, trials, world, |w| &w.server);
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
