@@ -59,6 +59,7 @@ fn main() {
         rotation_keeps_three_files_within_the_limit_and_follow_sees_every_line,
         events_tell_a_containers_life_in_order_and_since_replays_it,
         event_filters_select_and_an_unknown_key_is_invalid_argument,
+        grpcurl_gets_one_shot_stats_and_a_bad_events_filter_is_refused,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     if !args.list {
@@ -563,5 +564,21 @@ fn event_filters_select_and_an_unknown_key_is_invalid_argument(w: &World) -> Res
         out.status.code() == Some(1) && stderr.contains("\"colour\""),
         "cm-client events --filter colour=red: {out:?}"
     );
+    Ok(())
+}
+
+fn grpcurl_gets_one_shot_stats_and_a_bad_events_filter_is_refused(w: &World) -> Result<()> {
+    let name = unique("grpcurl");
+    let id = run_detached(w, &["--name", &name, &w.image, "sleep", "1000"])?;
+    let _removed = Removed(w, id.clone());
+    let request = format!(r#"{{"containers":["{name}"],"no_stream":true}}"#);
+    let out = w.server.grpcurl(&["-d", &request, "cm.v1.ContainerService/Stats"]);
+    cm_e2e::server::check(&out, "grpcurl Stats")?;
+    let sample: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("{out:?}"))?;
+    ensure!(sample["id"] == id.as_str() && sample["name"] == name.as_str(), "{sample}");
+    ensure!(sample["pids"]["current"] == "1", "grpcurl prints uint64 as strings: {sample}");
+    let out = w.server.grpcurl(&["-d", r#"{"filters":["colour=red"]}"#, "cm.v1.ContainerService/Events"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && stderr.contains("InvalidArgument") && stderr.contains("colour"), "{stderr}");
     Ok(())
 }
