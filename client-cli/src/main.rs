@@ -3,11 +3,13 @@
 mod attach;
 mod connect;
 mod containers;
+mod events;
 mod exec;
 mod format;
 mod pull;
 mod run;
 mod spec;
+mod stats;
 
 use std::io::Read;
 
@@ -60,6 +62,10 @@ enum Command {
     },
     /// Print a container's log.
     Logs(LogsArgs),
+    /// Show containers' resource usage (CPU, memory, network and block I/O, pids), refreshed every second.
+    Stats(StatsArgs),
+    /// Print the server's events (containers, execs, images) as they happen.
+    Events(EventsArgs),
     /// List a container's published ports, or the host address of one of them.
     Port(PortArgs),
     /// Pull an image from a registry, showing progress.
@@ -354,6 +360,40 @@ struct LogsArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct StatsArgs {
+    /// Show all containers (default: running ones); stopped ones get a row of zeros.
+    #[arg(short, long)]
+    all: bool,
+    /// Print one sample (taken over one second) and exit.
+    #[arg(long)]
+    no_stream: bool,
+    /// Output: a table, or json (one object per sample and line; stopped containers are left out).
+    #[arg(long, value_enum, default_value_t = stats::Format::Table)]
+    format: stats::Format,
+    /// Don't truncate ids.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Container ids, id prefixes or names (default: all running containers, those started later too).
+    #[arg(value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct EventsArgs {
+    /// Only events matching KEY=VALUE; keys: type (container, exec, image), action, id, container, image. The
+    /// same key twice: either; different keys: both.
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// First the events kept since a time (RFC 3339, a duration ago like 10m, or unix seconds); the server keeps
+    /// the last 1000.
+    #[arg(long, value_name = "TIME", value_parser = containers::parse_since_now)]
+    since: Option<prost_types::Timestamp>,
+    /// Output: text lines, or json (one object per line).
+    #[arg(long, value_enum, default_value_t = events::Format::Text)]
+    format: events::Format,
+}
+
+#[derive(clap::Args, Debug)]
 struct PortArgs {
     /// Container id, id prefix or name.
     container: String,
@@ -431,6 +471,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             containers::logs(&mut client, args.container, options).await
         }
+        Command::Stats(args) => {
+            let options = stats::StatsOptions {
+                all: args.all,
+                no_stream: args.no_stream,
+                format: args.format,
+                no_trunc: args.no_trunc,
+            };
+            stats::stats(&mut client, args.containers, options).await
+        }
+        Command::Events(args) => events::events(&mut client, args.filter, args.since, args.format).await,
         Command::Port(args) => containers::port(&mut client, args.container, args.port).await,
         Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => pull_cmd(&mut client, args).await,
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => images(&mut client, args).await,

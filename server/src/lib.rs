@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cgroups;
 pub mod containers;
+pub mod events;
 pub mod fsroot;
 pub mod image;
 pub mod listen;

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use cm_api::Address;
 use cm_api::v1::container_service_server::ContainerServiceServer;
-use cm_server::{api, cgroups, containers, image, listen, network};
+use cm_server::runtime::bundle::LogLimits;
+use cm_server::{api, cgroups, containers, events, image, listen, network};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
@@ -52,6 +53,12 @@ struct Args {
     /// Name of cm's nftables table (family ip) holding its NAT and published-port rules.
     #[arg(long, value_name = "NAME", default_value = "cm")]
     nft_table: String,
+    /// Rotate a container's output log before it grows past this size, e.g. 10m (docker syntax); 0 = never.
+    #[arg(long, value_name = "SIZE", default_value = "10m", value_parser = cgroups::parse_memory)]
+    log_max_size: u64,
+    /// Log files kept per container when rotating, the current one included.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    log_max_files: u32,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as cm_server=debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -101,8 +108,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             Some(Arc::new(network))
         }
     };
-    let options = containers::RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), network };
-    let containers = containers::Containers::open(&args.root, images.clone(), options)
+    let log_limits = LogLimits { max_size: args.log_max_size, max_files: args.log_max_files };
+    let options =
+        containers::RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), network, log_limits };
+    let events = Arc::new(events::Events::default());
+    let containers = containers::Containers::open(&args.root, images.clone(), options, events)
         .await
         .with_context(|| format!("cannot load the containers under {}", args.root.display()))?;
     // Containers hold their images' snapshots now; collect what a killed pull left behind.

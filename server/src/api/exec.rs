@@ -11,9 +11,16 @@ use super::RpcStream;
 use super::containers::exit_to_proto;
 use super::session::{ClientFrame, InputEnd, forward_input, spawn_writer};
 use crate::containers::{Container, Containers, ExitRecord, parse_signal};
+use crate::events::Event;
 use crate::runtime::bundle::{ExecSpec, ExitInfo, Process};
 use crate::runtime::client::Connection;
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
+
+/// An exec event: the exec id, with its container's id, name and image.
+fn exec_event(c: &Container, action: &'static str, exec_id: &str) -> Event {
+    let config = c.record().config;
+    Event::new("exec", action, exec_id).with("container", &c.id).with("name", config.name).with("image", config.image)
+}
 
 /// An exec's exit as the API reports it (the same form as a container's; OOM is not tracked per exec).
 fn exit_status(e: &ExitInfo) -> pb::ExitStatus {
@@ -71,6 +78,7 @@ pub async fn exec(
             Some(FromMonitor::Started { pid }) => break pid,
             // The command could not be exec'd (not found: 127, not executable: 126): its exit is the answer.
             Some(FromMonitor::Exit(e)) if e.code == 126 || e.code == 127 => {
+                containers.events().publish(exec_event(&c, "exec_die", &exec_id).with("exitCode", e.code.to_string()));
                 let _ = tx.send(frame(pb::exec_response::Frame::Exit(exit_status(&e)))).await;
                 return Ok(Box::pin(ReceiverStream::new(rx)));
             }
@@ -80,6 +88,7 @@ pub async fn exec(
         }
     };
     tracing::info!(container = %c.id, exec = %exec_id, pid, "exec started");
+    containers.events().publish(exec_event(&c, "exec_start", &exec_id));
     let _ =
         tx.send(frame(pb::exec_response::Frame::Started(pb::ProcessStarted { exec_id: exec_id.clone(), pid }))).await;
 
@@ -104,6 +113,7 @@ pub async fn exec(
 
     // The process's frames to the client, the exit frame last.
     let container = c.clone();
+    let events = containers.events().clone();
     tokio::spawn(async move {
         loop {
             let out = match reader.next().await {
@@ -111,6 +121,8 @@ pub async fn exec(
                 Ok(Some(FromMonitor::Stderr(d))) => frame(pb::exec_response::Frame::Stderr(d)),
                 Ok(Some(FromMonitor::Exit(e))) => {
                     tracing::info!(container = %container.id, exec = %exec_id, code = e.code, "exec exited");
+                    let died = exec_event(&container, "exec_die", &exec_id).with("exitCode", e.code.to_string());
+                    events.publish(died.with("signal", signal_name_of(&e)));
                     let _ = tx.send(frame(pb::exec_response::Frame::Exit(exit_status(&e)))).await;
                     // The stream ends with the exit frame even if the client keeps sending.
                     input.abort();
@@ -163,6 +175,11 @@ pub async fn kill_exec(containers: &Containers, c: &Arc<Container>, exec_id: &st
             None => return Err(Status::aborted(format!("container {} stopped", c.shown()))),
         }
     }
+}
+
+/// The name of the signal that ended an exec, or "".
+fn signal_name_of(e: &ExitInfo) -> String {
+    if e.signal > 0 { crate::containers::signal_name(e.signal) } else { String::new() }
 }
 
 fn no_such_exec(c: &Container, id: &str) -> Status {

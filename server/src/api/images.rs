@@ -9,6 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status};
 
 use super::RpcStream;
+use crate::events::{Event, Events};
 use crate::image::{ImageError, ImageRecord, ImageStore, Phase, Pull, PullEvent, Reference, RegistryOptions};
 
 /// Starts a pull and streams its progress. The pull runs in its own task; if the client goes away the pull
@@ -17,6 +18,7 @@ pub fn pull(
     store: Arc<ImageStore>,
     registry: &RegistryOptions,
     request: pb::PullImageRequest,
+    events: Arc<Events>,
 ) -> Result<Response<RpcStream<pb::PullImageResponse>>, Status> {
     let reference = Reference::parse(request.reference.trim()).map_err(ImageError::from)?;
     let auth = match request.auth {
@@ -54,6 +56,11 @@ pub fn pull(
         match result {
             Ok(done) => {
                 tracing::info!(reference = %name, image = %done.image_id, bytes = done.downloaded_bytes, "pull done");
+                events.publish(
+                    Event::new("image", "pull", &done.reference)
+                        .with("name", &done.reference)
+                        .with("imageID", &done.image_id),
+                );
                 let _ = out_tx
                     .send(Ok(pb::PullImageResponse {
                         event: Some(pb::pull_image_response::Event::Done(pb::PullDone {
@@ -167,6 +174,7 @@ pub fn inspect(store: &ImageStore, name: &str) -> Result<pb::InspectImageRespons
 pub async fn remove(
     store: Arc<ImageStore>,
     request: pb::RemoveImageRequest,
+    events: &Events,
 ) -> Result<pb::RemoveImageResponse, Status> {
     let name = request.image.trim().to_string();
     if name.is_empty() {
@@ -175,6 +183,12 @@ pub async fn remove(
     let removed = tokio::task::spawn_blocking(move || store.remove(&name))
         .await
         .map_err(|e| Status::internal(format!("remove task: {e}")))??;
+    for name in &removed.untagged {
+        events.publish(Event::new("image", "untag", name).with("name", name));
+    }
+    for id in &removed.deleted {
+        events.publish(Event::new("image", "delete", id).with("imageID", id));
+    }
     Ok(pb::RemoveImageResponse {
         untagged: removed.untagged,
         deleted: removed.deleted,

@@ -2,10 +2,12 @@
 //! Thin by design: no Linux work happens here.
 
 mod containers;
+mod events;
 mod exec;
 mod images;
 mod logs;
 mod session;
+mod stats;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -47,11 +49,6 @@ fn timestamp(unix_nanos: i64) -> Option<prost_types::Timestamp> {
     })
 }
 
-/// The answer of an RPC whose issue has not landed yet.
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not implemented by this cm-server yet"))
-}
-
 #[tonic::async_trait]
 impl ContainerService for ContainerApi {
     type PullImageStream = RpcStream<pb::PullImageResponse>;
@@ -65,7 +62,7 @@ impl ContainerService for ContainerApi {
         &self,
         request: Request<pb::PullImageRequest>,
     ) -> Result<Response<Self::PullImageStream>, Status> {
-        images::pull(self.images.clone(), &self.registry, request.into_inner())
+        images::pull(self.images.clone(), &self.registry, request.into_inner(), self.containers.events().clone())
     }
 
     async fn list_images(
@@ -97,7 +94,7 @@ impl ContainerService for ContainerApi {
                 request.image
             )));
         }
-        images::remove(self.images.clone(), request).await.map(Response::new)
+        images::remove(self.images.clone(), request, self.containers.events()).await.map(Response::new)
     }
 
     async fn create(&self, request: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
@@ -198,11 +195,11 @@ impl ContainerService for ContainerApi {
         logs::logs(self.containers.clone(), request.into_inner()).map(Response::new)
     }
 
-    async fn stats(&self, _: Request<pb::StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {
-        Err(not_yet("Stats"))
+    async fn stats(&self, request: Request<pb::StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {
+        stats::stats(self.containers.clone(), request.into_inner()).await.map(Response::new)
     }
 
-    async fn events(&self, _: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
-        Err(not_yet("Events"))
+    async fn events(&self, request: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        events::events(self.containers.events(), request.into_inner()).map(Response::new)
     }
 }

@@ -81,7 +81,7 @@ pub fn online_cpus() -> u64 {
 }
 
 /// Counts the CPUs of a kernel CPU list such as "0-3,5,7-8".
-fn count_cpu_list(list: &str) -> Option<u64> {
+pub(crate) fn count_cpu_list(list: &str) -> Option<u64> {
     let mut count = 0;
     for part in list.trim().split(',') {
         let (first, last) = part.split_once('-').unwrap_or((part, part));

@@ -1,5 +1,5 @@
-//! Container cgroups: limits (memory, CPU, pids), placing processes, OOM counts, killing and removal, on cgroup
-//! v1 (one directory per controller hierarchy) and v2 (one directory in the unified tree).
+//! Container cgroups: limits (memory, CPU, pids), placing processes, usage statistics, OOM counts, killing and
+//! removal, on cgroup v1 (one directory per controller hierarchy) and v2 (one directory in the unified tree).
 //!
 //! A container's cgroup is `<root>/<parent>/<id>` in every hierarchy, `parent` being cm's own directory ("cm").
 //! The file I/O is ours rather than the cgroups-rs crate's: cgroups-rs 0.5 hard-codes /sys/fs/cgroup for v2 (so
@@ -9,6 +9,7 @@
 
 mod fs;
 mod limits;
+mod stats;
 mod v1;
 mod v2;
 
@@ -25,6 +26,7 @@ use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
 
 use self::fs::{CgroupFs, HostFs, read_counter, read_pids, remove_dir_retrying, write_file};
 pub use self::limits::{Limits, format_cpus, online_cpus, parse_cpus, parse_memory};
+pub use self::stats::{CpuUsage, IoUsage, MemoryUsage, PidsUsage, Usage};
 
 /// Where cgroup filesystems are mounted on every distribution we know.
 const CGROUP_MOUNT: &str = "/sys/fs/cgroup";

@@ -4,6 +4,7 @@
 
 mod etc;
 mod record;
+mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,14 +14,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::cgroups::{Cgroup, Layout, Limits};
+use crate::events::{Event, Events};
 use crate::image::ImageStore;
 use crate::network::{BoundPort, BridgeNetwork, NetError, PortConfig};
-use crate::runtime::bundle::{self, Bundle, ExitInfo, Process, Rootfs};
+use crate::runtime::bundle::{self, Bundle, ExitInfo, LogLimits, Process, Rootfs};
 use crate::runtime::client::{self, Connection};
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
 pub use record::{
     Config, ExitRecord, MountConfig, Network, Record, State, Status, new_id, now_nanos, parse_signal, signal_name,
 };
+pub use stats::{InterfaceCounters, Sample};
 
 /// Errors of the container domain, each with its gRPC code.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +118,8 @@ pub struct RuntimeOptions {
     pub cgroup_parent: String,
     /// The bridge network; None when the server runs without one (--bridge none).
     pub network: Option<Arc<BridgeNetwork>>,
+    /// Rotation of the containers' output logs.
+    pub log_limits: LogLimits,
 }
 
 impl From<NetError> for ContainerError {
@@ -135,6 +140,7 @@ pub struct Containers {
     options: RuntimeOptions,
     monitor: PathBuf,
     table: Mutex<HashMap<String, Arc<Container>>>,
+    events: Arc<Events>,
 }
 
 /// The exit status the monitor recorded in the container's directory, or, when it recorded none, code 255
@@ -168,6 +174,7 @@ impl Containers {
         root: &Path,
         images: Arc<ImageStore>,
         options: RuntimeOptions,
+        events: Arc<Events>,
     ) -> anyhow::Result<Arc<Containers>> {
         let dir = root.join("containers");
         std::fs::create_dir_all(&dir)?;
@@ -180,6 +187,7 @@ impl Containers {
             options,
             monitor,
             table: Mutex::new(HashMap::new()),
+            events,
         });
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
@@ -390,7 +398,9 @@ impl Containers {
         }
         let container = self.container(record, dir);
         table.insert(container.id.clone(), container.clone());
+        drop(table);
         tracing::info!(container = %container.id, "created");
+        self.publish(&container, "create", |e| e);
         Ok(container)
     }
 
@@ -450,6 +460,7 @@ impl Containers {
                     };
                 })?;
                 tracing::info!(container = %c.id, pid, "started");
+                self.publish(c, "start", |e| e);
                 self.watch_exit(c.clone(), watcher);
                 Ok(session)
             }
@@ -503,6 +514,7 @@ impl Containers {
             cgroup_v2: matches!(self.layout, Layout::V2 { .. }),
             etc_files,
             mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),
+            log: self.options.log_limits,
         };
         let bytes = serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(e.to_string()))?;
         crate::store::write_replace(&c.dir.join(bundle::BUNDLE_FILE), &bytes)
@@ -582,6 +594,10 @@ impl Containers {
             r.state.exit = Some(record.clone());
             r.state.ports.clear();
         });
+        if oom_killed {
+            self.publish(c, "oom", |e| e);
+        }
+        self.publish(c, "die", |e| e.with("exitCode", record.code.to_string()).with("signal", record.signal.clone()));
         let _ = c.exited.send_replace(Some(record));
         // After the exit is reported: deleting a veth waits for the kernel (an RCU grace period, ~10 ms).
         if let Some(network) = &self.options.network {
@@ -622,7 +638,9 @@ impl Containers {
     pub async fn kill(&self, c: &Arc<Container>, signal: &str) -> Result<(), ContainerError> {
         let sig = record::parse_signal(signal).map_err(ContainerError::InvalidArgument)?;
         let mut conn = self.connect(c).await?;
-        conn.writer.send(ToMonitor::Signal(sig)).await.map_err(internal("sending the signal"))
+        conn.writer.send(ToMonitor::Signal(sig)).await.map_err(internal("sending the signal"))?;
+        self.publish(c, "kill", |e| e.with("signal", signal_name(sig)));
+        Ok(())
     }
 
     /// The stop signal, then after `timeout` SIGKILL; returns when the process has exited.
@@ -631,11 +649,12 @@ impl Containers {
             return Ok(());
         }
         let signal = c.record().config.stop_signal;
-        if self.kill(c, &signal).await.is_ok() && tokio::time::timeout(timeout, self.wait(c)).await.is_ok() {
-            return Ok(());
+        if !(self.kill(c, &signal).await.is_ok() && tokio::time::timeout(timeout, self.wait(c)).await.is_ok()) {
+            let _ = self.kill(c, "SIGKILL").await;
+            self.wait(c).await?;
         }
-        let _ = self.kill(c, "SIGKILL").await;
-        self.wait(c).await.map(drop)
+        self.publish(c, "stop", |e| e);
+        Ok(())
     }
 
     /// Removes a container and everything it made. A running one needs `force` (it is killed first).
@@ -664,11 +683,24 @@ impl Containers {
             .map_err(|e| ContainerError::Internal(e.to_string()))?
             .map_err(internal("removing the container directory"))?;
         tracing::info!(container = %c.id, "removed");
+        self.publish(c, "destroy", |e| e);
         Ok(())
     }
 
-    /// Path of a container's output log.
-    pub fn log_path(&self, c: &Container) -> PathBuf {
-        c.dir.join(bundle::LOG_FILE)
+    /// The directory holding a container's output log (`container.log` and its rotated files).
+    pub fn log_dir(&self, c: &Container) -> PathBuf {
+        c.dir.clone()
+    }
+
+    /// The event hub.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
+    /// Publishes a container event with the name and image attributes, plus those `more` adds.
+    fn publish(&self, c: &Container, action: &'static str, more: impl FnOnce(Event) -> Event) {
+        let config = c.record().config;
+        let event = Event::new("container", action, &c.id).with("name", config.name).with("image", config.image);
+        self.events.publish(more(event));
     }
 }

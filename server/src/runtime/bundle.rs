@@ -30,6 +30,18 @@ pub struct Bundle {
     pub etc_files: Vec<(PathBuf, String)>,
     /// Extra mounts.
     pub mounts: Vec<MountSpec>,
+    /// Rotation of the container's output log.
+    #[serde(default)]
+    pub log: LogLimits,
+}
+
+/// Size-based rotation of the container's output log (see [`super::logfile`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Rotate before a file would grow past this many bytes; 0 = never rotate.
+    pub max_size: u64,
+    /// Files kept, the current one included (at least 1).
+    pub max_files: u32,
 }
 
 /// Overlay root filesystem: image layer snapshots (top first), the container's upper and work dirs, and the

@@ -703,6 +703,7 @@ mod tests {
             cgroup_v2: false,
             etc_files: vec![],
             mounts: vec![],
+            log: Default::default(),
         };
         let env = process_env(&bundle, "/root");
         assert_eq!(env, vec!["PATH=/bin", "A=1", "HOSTNAME=abc", "HOME=/root", "TERM=xterm"]);

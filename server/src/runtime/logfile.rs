@@ -1,7 +1,19 @@
 //! The per-container output log, written by the monitor and read by the Logs RPC. Binary-safe records:
 //! a header line `<unix nanos> <o|e> <length>\n`, then `length` bytes of output, then `\n`.
+//!
+//! Rotation by size: before a record would make `container.log` larger than the limit, the monitor renames
+//! it to `container.log.1` (shifting `.1` to `.2` and so on, dropping the oldest) and starts a new
+//! `container.log`; at most `max_files` files are kept, the current one included (docker's json-file
+//! `max-size`/`max-file`). So every file holds at most the limit, except that a single record larger than the
+//! limit (at most one read of the container's output, 64 KiB) gets a file of its own. [`Reader`] reads the
+//! files oldest first and follows the current one across rotations.
 
-use std::io::{self, BufRead, Write};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::bundle::{LOG_FILE, LogLimits};
 
 /// Which stream a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,17 +30,216 @@ pub struct Record {
     pub data: Vec<u8>,
 }
 
-/// Appends a record.
-pub fn write_record(out: &mut impl Write, unix_nanos: i64, stream: Stream, data: &[u8]) -> io::Result<()> {
+/// A record as written: header, data, newline.
+fn encode(unix_nanos: i64, stream: Stream, data: &[u8]) -> Vec<u8> {
     let s = match stream {
         Stream::Stdout => 'o',
         Stream::Stderr => 'e',
     };
     let mut buf = Vec::with_capacity(data.len() + 32);
-    writeln!(buf, "{unix_nanos} {s} {}", data.len())?;
+    let _ = writeln!(buf, "{unix_nanos} {s} {}", data.len());
     buf.extend_from_slice(data);
     buf.push(b'\n');
-    out.write_all(&buf)
+    buf
+}
+
+/// The monitor's side: appends records to `container.log` in a directory, rotating it by size.
+pub struct Writer {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    limits: LogLimits,
+}
+
+impl Writer {
+    /// Opens (appends to) the log in `dir`. With rotation on, rotated files beyond `max_files` (left by a run
+    /// with a larger limit) are removed.
+    pub fn open(dir: &Path, limits: LogLimits) -> io::Result<Writer> {
+        let file = fs::OpenOptions::new().create(true).append(true).open(dir.join(LOG_FILE))?;
+        let size = file.metadata()?.len();
+        if limits.max_size > 0 {
+            for (n, path) in rotated_files(dir)? {
+                if n + 1 > limits.max_files.max(1) as u64 {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
+        Ok(Writer { dir: dir.to_path_buf(), file, size, limits })
+    }
+
+    /// Appends a record, rotating first when it would take the current file past the size limit. A failed
+    /// rotation is reported and the record still written (to the current file).
+    pub fn write(&mut self, unix_nanos: i64, stream: Stream, data: &[u8]) -> io::Result<()> {
+        let record = encode(unix_nanos, stream, data);
+        let max = self.limits.max_size;
+        if max > 0
+            && self.size > 0
+            && self.size + record.len() as u64 > max
+            && let Err(e) = self.rotate()
+        {
+            eprintln!("cm-monitor: cannot rotate {}: {e}", self.dir.join(LOG_FILE).display());
+        }
+        self.file.write_all(&record)?;
+        self.size += record.len() as u64;
+        Ok(())
+    }
+
+    /// container.log.(N-2) -> .(N-1), ..., container.log -> .1 (with N = max_files; N = 1 keeps no old file),
+    /// then a new container.log.
+    fn rotate(&mut self) -> io::Result<()> {
+        let keep = self.limits.max_files.max(1) as u64;
+        let current = self.dir.join(LOG_FILE);
+        if keep == 1 {
+            fs::remove_file(&current)?;
+        } else {
+            for n in (1..keep - 1).rev() {
+                match fs::rename(rotated_name(&self.dir, n), rotated_name(&self.dir, n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            fs::rename(&current, rotated_name(&self.dir, 1))?;
+        }
+        self.file = fs::OpenOptions::new().create(true).append(true).open(&current)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// `container.log.N`.
+fn rotated_name(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{LOG_FILE}.{n}"))
+}
+
+/// The rotated files in `dir` as (N, path), in no particular order.
+fn rotated_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let prefix = format!("{LOG_FILE}.");
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(n) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        found.push((n, entry.path()));
+    }
+    Ok(found)
+}
+
+/// Every file of the log with its inode, oldest first (the highest N first, container.log last); files that
+/// vanish while being listed are left out.
+fn log_files(dir: &Path) -> io::Result<Vec<(PathBuf, u64)>> {
+    let mut rotated = match rotated_files(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other?,
+    };
+    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    let paths = rotated.into_iter().map(|(_, path)| path).chain([dir.join(LOG_FILE)]);
+    Ok(paths.filter_map(|path| fs::metadata(&path).ok().map(|m| (path, m.ino()))).collect())
+}
+
+/// Opens `path` if it still is the file with inode `ino`.
+fn open_if_same(path: &Path, ino: u64) -> io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(file) if file.metadata()?.ino() == ino => Ok(Some(file)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))),
+    }
+}
+
+/// How often opening the log retries when a rotation changes the files under it.
+const OPEN_ATTEMPTS: usize = 20;
+
+/// Reads a container's log across its rotated files, oldest first, and keeps following `container.log` across
+/// rotations: when the file being read was renamed away, it is read to its end and then the file that came
+/// after it. A reader that falls behind by more than the files kept loses the lines rotated away meanwhile and
+/// goes on with the oldest file left.
+pub struct Reader {
+    dir: PathBuf,
+    current: BufReader<File>,
+    ino: u64,
+    /// The current file no longer gets records (it was rotated away).
+    done_growing: bool,
+    /// Newer files opened with the current one, oldest first.
+    newer: Vec<(File, u64)>,
+}
+
+impl Reader {
+    /// Opens every file of the log in `dir` at once (so that a rotation meanwhile loses nothing); None when
+    /// there is no log (yet).
+    pub fn open(dir: &Path) -> io::Result<Option<Reader>> {
+        for _ in 0..OPEN_ATTEMPTS {
+            let listed = log_files(dir)?;
+            let mut opened = Vec::new();
+            for (path, ino) in &listed {
+                match open_if_same(path, *ino)? {
+                    Some(file) => opened.push((file, *ino)),
+                    None => break, // rotated meanwhile: list again
+                }
+            }
+            if opened.len() < listed.len() {
+                continue;
+            }
+            if opened.is_empty() {
+                return Ok(None);
+            }
+            let (file, ino) = opened.remove(0);
+            opened.reverse(); // popped from the back: oldest last
+            return Ok(Some(Reader {
+                dir: dir.to_path_buf(),
+                current: BufReader::new(file),
+                ino,
+                done_growing: false,
+                newer: opened,
+            }));
+        }
+        Err(io::Error::other(format!("the log in {} kept rotating while being opened", dir.display())))
+    }
+
+    /// The next whole record, or None when everything written so far has been read (call again later to
+    /// follow). A torn record at the end of the current file is read once it is whole.
+    pub fn next_record(&mut self) -> io::Result<Option<Record>> {
+        loop {
+            let position = self.current.stream_position()?;
+            if let Some(record) = read_record(&mut self.current)? {
+                return Ok(Some(record));
+            }
+            self.current.seek(SeekFrom::Start(position))?;
+            if !self.done_growing {
+                let live = fs::metadata(self.dir.join(LOG_FILE)).map(|m| m.ino());
+                if self.newer.is_empty() && live.as_ref().is_ok_and(|ino| *ino == self.ino) {
+                    return Ok(None);
+                }
+                // Rotated: every record it will ever hold was written before the rename; read them first.
+                self.done_growing = true;
+                continue;
+            }
+            let Some((file, ino)) = self.newer.pop().map_or_else(|| self.successor(), |next| Ok(Some(next)))? else {
+                return Ok(None); // between the rename and the new file: try again later
+            };
+            self.current = BufReader::new(file);
+            self.ino = ino;
+            self.done_growing = false;
+        }
+    }
+
+    /// The file that came after the current one: the next newer file, or the oldest when the current one was
+    /// rotated away entirely. None when the current one is still the newest (the new file is not there yet).
+    fn successor(&self) -> io::Result<Option<(File, u64)>> {
+        for _ in 0..OPEN_ATTEMPTS {
+            let listed = log_files(&self.dir)?;
+            let next = match listed.iter().position(|(_, ino)| *ino == self.ino) {
+                Some(i) => listed.get(i + 1),
+                None => listed.first(),
+            };
+            let Some((path, ino)) = next else { return Ok(None) };
+            if let Some(file) = open_if_same(path, *ino)? {
+                return Ok(Some((file, *ino)));
+            }
+        }
+        Err(io::Error::other(format!("the log in {} kept rotating while being read", self.dir.display())))
+    }
 }
 
 /// Reads the next whole record; None at the end (a partly written last record counts as the end).
@@ -63,15 +274,113 @@ mod tests {
     #[test]
     fn records_round_trip_with_binary_data_and_a_torn_tail_is_ignored() {
         let mut buf = Vec::new();
-        write_record(&mut buf, 1, Stream::Stdout, b"line\n").unwrap();
-        write_record(&mut buf, 2, Stream::Stderr, &[0, 10, 255]).unwrap();
+        buf.extend(encode(1, Stream::Stdout, b"line\n"));
+        buf.extend(encode(2, Stream::Stderr, &[0, 10, 255]));
         let whole = buf.len();
-        write_record(&mut buf, 3, Stream::Stdout, b"torn").unwrap();
+        buf.extend(encode(3, Stream::Stdout, b"torn"));
         buf.truncate(whole + 5);
         let mut r = io::BufReader::new(&buf[..]);
         assert_eq!(read_record(&mut r).unwrap().unwrap().data, b"line\n");
         let second = read_record(&mut r).unwrap().unwrap();
         assert_eq!((second.stream, second.data), (Stream::Stderr, vec![0, 10, 255]));
         assert_eq!(read_record(&mut r).unwrap(), None);
+    }
+
+    fn limits(max_size: u64, max_files: u32) -> LogLimits {
+        LogLimits { max_size, max_files }
+    }
+
+    /// `n` records "line <i>\n" (padded to 100 bytes of output each), stdout.
+    fn write_lines(w: &mut Writer, from: usize, to: usize) {
+        for i in from..to {
+            w.write(i as i64, Stream::Stdout, format!("{:<99}\n", format!("line {i}")).as_bytes()).unwrap();
+        }
+    }
+
+    fn read_all(r: &mut Reader) -> Vec<usize> {
+        let mut seen = Vec::new();
+        while let Some(record) = r.next_record().unwrap() {
+            seen.push(record.unix_nanos as usize);
+        }
+        seen
+    }
+
+    fn files(dir: &Path) -> Vec<(String, u64)> {
+        let mut names: Vec<(String, u64)> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn rotation_keeps_at_most_max_files_each_within_the_limit_and_the_reader_gets_the_newest_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path(), limits(1000, 3)).unwrap();
+        write_lines(&mut w, 0, 100);
+        let kept = files(dir.path());
+        let names: Vec<&str> = kept.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["container.log", "container.log.1", "container.log.2"]);
+        assert!(kept.iter().all(|(_, len)| *len <= 1000), "{kept:?}");
+        let seen = read_all(&mut Reader::open(dir.path()).unwrap().unwrap());
+        // Each record is 100 bytes of output plus a header: 8 fit in 1000 bytes.
+        let first = *seen.first().unwrap();
+        assert_eq!(seen, (first..100).collect::<Vec<_>>(), "the newest records, in order, none missing");
+        assert!((19..=27).contains(&seen.len()), "{} records kept", seen.len());
+    }
+
+    #[test]
+    fn a_reader_follows_the_log_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path(), limits(1000, 3)).unwrap();
+        write_lines(&mut w, 0, 5);
+        let mut r = Reader::open(dir.path()).unwrap().unwrap();
+        assert_eq!(read_all(&mut r), (0..5).collect::<Vec<_>>());
+        // Less than the files kept between two reads: nothing is lost.
+        let mut seen = Vec::new();
+        for round in 0..10 {
+            write_lines(&mut w, 5 + round * 7, 5 + (round + 1) * 7);
+            seen.extend(read_all(&mut r));
+        }
+        assert_eq!(seen, (5..75).collect::<Vec<_>>());
+        // Further behind than the files kept: it goes on with the oldest file left.
+        write_lines(&mut w, 75, 200);
+        let rest = read_all(&mut r);
+        let oldest_kept = read_all(&mut Reader::open(dir.path()).unwrap().unwrap())[0];
+        // What its file got before it was rotated away, then the oldest file left.
+        let jump = rest.iter().position(|n| *n == oldest_kept).expect("the oldest record kept");
+        assert_eq!(rest[..jump], (75..75 + jump).collect::<Vec<_>>());
+        assert_eq!(rest[jump..], (oldest_kept..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_record_larger_than_the_limit_gets_a_file_of_its_own_and_one_file_means_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path(), limits(500, 1)).unwrap();
+        write_lines(&mut w, 0, 3);
+        w.write(3, Stream::Stderr, &[b'x'; 2000]).unwrap();
+        assert_eq!(files(dir.path()).len(), 1);
+        let mut r = Reader::open(dir.path()).unwrap().unwrap();
+        let record = r.next_record().unwrap().unwrap();
+        assert_eq!((record.unix_nanos, record.data.len()), (3, 2000));
+        write_lines(&mut w, 4, 6);
+        assert_eq!(read_all(&mut r), [4, 5], "followed into the new file");
+    }
+
+    #[test]
+    fn without_a_limit_nothing_rotates_and_reopening_removes_files_beyond_a_smaller_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path(), limits(0, 1)).unwrap();
+        write_lines(&mut w, 0, 50);
+        assert_eq!(files(dir.path()).len(), 1);
+        let mut w = Writer::open(dir.path(), limits(1000, 4)).unwrap();
+        write_lines(&mut w, 50, 100);
+        assert_eq!(files(dir.path()).len(), 4);
+        drop(Writer::open(dir.path(), limits(1000, 2)).unwrap());
+        let names: Vec<String> = files(dir.path()).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["container.log", "container.log.1"]);
+        assert!(Reader::open(&dir.path().join("nothing")).unwrap().is_none());
     }
 }

@@ -422,8 +422,8 @@ struct Monitor {
     clients: Vec<Client>,
     next_client: u64,
     /// The output log, written unbuffered: each record is one write, so Logs sees it at once and a killed
-    /// monitor loses nothing.
-    log: File,
+    /// monitor loses nothing. Rotated by size as the bundle says.
+    log: logfile::Writer,
 }
 
 fn err(what: &str) -> impl Fn(nix::Error) -> io::Error + '_ {
@@ -485,7 +485,7 @@ impl Monitor {
         // Rewritten at every start; only a running server reads it.
         let info = serde_json::to_vec(&info).map_err(io::Error::other)?;
         crate::store::write_replace(Path::new(bundle::MONITOR_FILE), &info)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(bundle::LOG_FILE)?;
+        let log = logfile::Writer::open(Path::new("."), bundle.log)?;
         Ok(Monitor {
             dir: dir.to_path_buf(),
             bundle,
@@ -589,7 +589,7 @@ impl Monitor {
 
     fn deliver(&mut self, who: Who, stream: Stream, data: Vec<u8>) -> io::Result<()> {
         if who == Who::Init {
-            logfile::write_record(&mut self.log, now_nanos(), stream, &data)?;
+            self.log.write(now_nanos(), stream, &data)?;
         }
         let frame = match stream {
             Stream::Stdout => FromMonitor::Stdout(data),
