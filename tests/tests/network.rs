@@ -403,11 +403,12 @@ fn malformed_or_taken_ports_fail_clearly_and_leave_nothing(w: &World) -> Result<
     // A port a host program listens on: the run fails naming it, and nothing is left.
     let holder = TcpListener::bind("0.0.0.0:0")?;
     let port = holder.local_addr()?.port();
-    let before = s.cli_ok(&["ps", "-a", "-q"])?;
-    let out = s.cli(&["run", "--rm", "-p", &format!("{port}:80"), &w.image, "true"])?;
+    let name = unique("port-in-use");
+    let out = s.cli(&["run", "--rm", "--name", &name, "-p", &format!("{port}:80"), &w.image, "true"])?;
     ensure!(out.status.code() == Some(125), "{}", summary(&out));
     ensure!(stderr(&out).contains(&format!("0.0.0.0:{port}/tcp is already in use")), "{}", summary(&out));
-    ensure!(s.cli_ok(&["ps", "-a", "-q"])? == before, "the --rm container was left behind");
+    let gone = s.cli(&["inspect", &name])?;
+    ensure!(!gone.status.success(), "the --rm container was left behind: {}", summary(&gone));
     // A port another container publishes.
     drop(holder);
     let first = web_server(s, &w.image, &["-p", &format!("{port}:80")], "first")?;

@@ -8,11 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cm_api::v1 as pb;
+use cm_e2e::harness::{eventually, runtime, unique};
 use cm_e2e::server::{CmServer, die_with_parent};
 use cm_e2e::trials;
 use cm_e2e::{Registry, fixtures, push_image};
@@ -60,6 +60,7 @@ fn main() {
         events_tell_a_containers_life_in_order_and_since_replays_it,
         event_filters_select_and_an_unknown_key_is_invalid_argument,
         grpcurl_gets_one_shot_stats_and_a_bad_events_filter_is_refused,
+        a_ping_between_two_containers_moves_both_network_counters,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     if !args.list {
@@ -70,15 +71,6 @@ fn main() {
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
-}
-
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-}
 
 /// `run -d ARGS`: the container's id.
 fn run_detached(w: &World, args: &[&str]) -> Result<String> {
@@ -111,17 +103,6 @@ impl Drop for Removed<'_> {
 
 fn wait_exited(w: &World, container: &str) -> Result<()> {
     w.server.client_ok(&["wait", container]).map(drop)
-}
-
-fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    while !condition()? {
-        if Instant::now() > deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// One-shot samples of `containers` (all running ones when empty).
@@ -243,7 +224,8 @@ fn memory_written_to_shm_and_processes_show_in_the_sample(w: &World) -> Result<(
     ensure!(memory.working_set_bytes >= 20 << 20 && memory.working_set_bytes <= memory.usage_bytes, "{memory:?}");
     ensure!(memory.usage_bytes < 40 << 20, "more than the 20 MiB written: {memory:?}");
     ensure!(sample.pids.unwrap_or_default().limit == 50, "{:?}", sample.pids);
-    ensure!(sample.networks.is_empty(), "a container without bridge networking has only lo: {:?}", sample.networks);
+    let interfaces: Vec<&str> = sample.networks.iter().map(|n| n.interface.as_str()).collect();
+    ensure!(interfaces == ["eth0"], "a container on the bridge reports eth0 (not lo): {:?}", sample.networks);
     ensure!(sample.time.is_some_and(|t| t.seconds > 0), "no time");
     Ok(())
 }
@@ -580,5 +562,31 @@ fn grpcurl_gets_one_shot_stats_and_a_bad_events_filter_is_refused(w: &World) -> 
     let out = w.server.grpcurl(&["-d", r#"{"filters":["colour=red"]}"#, "cm.v1.ContainerService/Events"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success() && stderr.contains("InvalidArgument") && stderr.contains("colour"), "{stderr}");
+    Ok(())
+}
+
+/// eth0's counters of a container, from a one-shot sample.
+fn eth0(w: &World, container: &str) -> Result<pb::NetworkStats> {
+    let sample = one_shot(w, &[container])?.pop().context("no sample")?;
+    sample.networks.into_iter().find(|n| n.interface == "eth0").context("no eth0 in the sample")
+}
+
+fn a_ping_between_two_containers_moves_both_network_counters(w: &World) -> Result<()> {
+    let a = run_detached(w, &[&w.image, "sleep", "60"])?;
+    let _a = Removed(w, a.clone());
+    let b = run_detached(w, &[&w.image, "sleep", "60"])?;
+    let _b = Removed(w, b.clone());
+    let inspect: Value = serde_json::from_str(&w.server.client_ok(&["inspect", &a])?)?;
+    let a_ip = inspect[0]["NetworkSettings"]["IPAddress"].as_str().unwrap_or_default().to_string();
+    ensure!(a_ip.parse::<std::net::Ipv4Addr>().is_ok(), "A's address: {a_ip:?}");
+    let (a_before, b_before) = (eth0(w, &a)?, eth0(w, &b)?);
+    // 20 pings of 1000 bytes: well above what ARP and IPv6 chatter add meanwhile.
+    w.server.client_ok(&["exec", &b, "ping", "-c", "20", "-i", "0.05", "-s", "1000", "-W", "2", &a_ip])?;
+    let (a_after, b_after) = (eth0(w, &a)?, eth0(w, &b)?);
+    for (name, before, after) in [("A", &a_before, &a_after), ("B", &b_before, &b_after)] {
+        ensure!(after.tx_bytes >= before.tx_bytes + 20 * 1000, "{name} sent too little: {before:?} -> {after:?}");
+        ensure!(after.rx_bytes >= before.rx_bytes + 20 * 1000, "{name} got too little: {before:?} -> {after:?}");
+        ensure!(after.rx_packets >= before.rx_packets + 20 && after.tx_packets >= before.tx_packets + 20);
+    }
     Ok(())
 }
