@@ -248,6 +248,26 @@ mod tests {
         let status = guard.child.take().unwrap().wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
 
+        // A process joins by itself through the join files (each hierarchy's tasks file, "0").
+        assert!(cgroup.join_files().iter().all(|f| f.ends_with("tasks") && f.exists()), "{:?}", cgroup.join_files());
+        let joiner = Command::new("sh")
+            .args(["-c", "for f in \"$@\"; do echo 0 > \"$f\" || exit 1; done; exec sleep 30", "sh"])
+            .args(cgroup.join_files())
+            .spawn()
+            .unwrap();
+        let pid = joiner.id() as i32;
+        guard.child = Some(joiner);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while guard.cgroup.pids() != vec![pid] && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(guard.cgroup.pids(), vec![pid]);
+        for file in guard.cgroup.procs_files() {
+            assert_eq!(read(&file), pid.to_string(), "{}", file.display());
+        }
+        guard.cgroup.kill_all().unwrap();
+        let _ = guard.child.take().unwrap().wait();
+
         guard.cgroup.destroy().unwrap();
         for (name, dir) in &dirs {
             assert!(!dir.exists(), "{name}: {} left behind", dir.display());

@@ -201,6 +201,7 @@ mod tests {
         let fake = FakeCgroup2::new("cpu memory pids");
         let cgroup = create(&fake, "c1", &limits()).unwrap();
         assert_eq!(cgroup.procs_files(), vec![fake.path("cm/c1/cgroup.procs")]);
+        assert_eq!(cgroup.join_files(), cgroup.procs_files(), "v2 has no thread migration across domains");
         assert_eq!(cgroup.paths(), vec![(String::new(), fake.path("cm/c1"))]);
         cgroup.add_process(42).unwrap();
         cgroup.add_process(7).unwrap();

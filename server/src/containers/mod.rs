@@ -510,7 +510,7 @@ impl Containers {
             },
             hostname: config.hostname.clone(),
             host_network: config.network == Network::Host,
-            cgroup_procs: cgroup.procs_files(),
+            cgroup_join: cgroup.join_files(),
             cgroup_v2: matches!(self.layout, Layout::V2 { .. }),
             etc_files,
             mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),

@@ -22,8 +22,10 @@ pub struct Bundle {
     pub hostname: String,
     /// Share the host's network namespace instead of a new one.
     pub host_network: bool,
-    /// cgroup.procs files the init is written into before it runs.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// The files the init and exec'd processes write "0" to, to join the container's cgroups before they
+    /// run anything of the container (Cgroup::join_files).
+    #[serde(alias = "cgroup_procs")]
+    pub cgroup_join: Vec<PathBuf>,
     /// The cgroup layout, to mount the container's cgroup read-only inside.
     pub cgroup_v2: bool,
     /// Files bind-mounted over /etc/hosts, /etc/hostname, /etc/resolv.conf.

@@ -72,11 +72,12 @@ fn reset_signals() {
     }
 }
 
-/// Runs in the cloned child; never returns. `sync` is the read end of the go-ahead pipe: `g`, then the initial
-/// tty rows and columns as big-endian u16s; EOF means the start was abandoned.
-pub fn run(bundle: &Bundle, io: ChildIo, sync: OwnedFd) -> ! {
+/// Runs in the cloned child; never returns. `joined` gets one byte once the child is in the container's
+/// cgroups. `sync` is the read end of the go-ahead pipe: `g`, then the initial tty rows and columns as
+/// big-endian u16s; EOF means the start was abandoned.
+pub fn run(bundle: &Bundle, io: ChildIo, sync: OwnedFd, joined: OwnedFd) -> ! {
     reset_signals();
-    let result = setup_and_exec(bundle, &io, &sync);
+    let result = setup_and_exec(bundle, &io, &sync, joined);
     report_and_exit(&io, result)
 }
 
@@ -96,8 +97,21 @@ fn report_and_exit(io: &ChildIo, result: Result<Never, InitError>) -> ! {
 
 enum Never {}
 
-fn setup_and_exec(bundle: &Bundle, io: &ChildIo, sync: &OwnedFd) -> Result<Never, InitError> {
-    // 1. Wait until the monitor has put us in our cgroup (and, later, the network is ready).
+/// Moves the calling (single-threaded) process into the container's cgroups.
+fn join_cgroups(bundle: &Bundle) -> Result<(), InitError> {
+    for file in &bundle.cgroup_join {
+        std::fs::write(file, "0")
+            .map_err(|e| InitError { code: 125, message: format!("cannot join the container's cgroup: {e}") })?;
+    }
+    Ok(())
+}
+
+fn setup_and_exec(bundle: &Bundle, io: &ChildIo, sync: &OwnedFd, joined: OwnedFd) -> Result<Never, InitError> {
+    // 1. Join the container's cgroups ourselves (see Cgroup::join_files) and say so; then wait for the
+    // go-ahead: the server has connected our network namespace by then.
+    join_cgroups(bundle)?;
+    let _ = rustix::io::write(&joined, b"j");
+    drop(joined);
     let mut go = [0u8; 5];
     match rustix::io::read(sync, &mut go) {
         Ok(5) if go[0] == b'g' => {}
@@ -218,10 +232,7 @@ fn enter_and_exec(
     init_pidfd: BorrowedFd<'_>,
     io: &ChildIo,
 ) -> Result<Never, InitError> {
-    for procs in &bundle.cgroup_procs {
-        std::fs::write(procs, "0")
-            .map_err(|e| InitError { code: 125, message: format!("cannot join the container's cgroup: {e}") })?;
-    }
+    join_cgroups(bundle)?;
     let mut flags =
         nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWCGROUP;
     if !bundle.host_network {
@@ -699,7 +710,7 @@ mod tests {
             },
             hostname: "abc".into(),
             host_network: false,
-            cgroup_procs: vec![],
+            cgroup_join: vec![],
             cgroup_v2: false,
             etc_files: vec![],
             mounts: vec![],

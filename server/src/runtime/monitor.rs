@@ -1,5 +1,5 @@
 //! cm-monitor: one small single-threaded process per running container. It detaches from cm-server, clones
-//! the container's init into new namespaces, places it in its cgroup, then serves its socket with a poll(2)
+//! the container's init into new namespaces, waits until the init has joined its cgroups, then serves its socket with a poll(2)
 //! loop: output from the container goes to the log and to attached connections, stdin and resize and signal
 //! frames go to the container. Exec'd processes are its children too, each owned by the connection that
 //! asked for it. When the init exits it drains the output, records the exit status in `exit.json`, tells
@@ -452,6 +452,7 @@ impl Monitor {
         let (stdio, child_stdio, console) = make_stdio(bundle.process.tty, bundle.process.stdin)?;
         let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
         let (errors_r, errors_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
+        let (joined_r, joined_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
 
         let mut flags =
             nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWPID;
@@ -467,15 +468,23 @@ impl Monitor {
             // The child dies with its monitor.
             // SAFETY: prctl in the child.
             unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
-            init::run(&bundle, ChildIo { stdio: child_stdio, errors: errors_w }, sync_r);
+            init::run(&bundle, ChildIo { stdio: child_stdio, errors: errors_w }, sync_r, joined_w);
         }
-        drop((child_stdio, sync_r, errors_w));
-        let init = Proc::new(pid as i32, stdio, console, errors_r)?;
-        for procs in &bundle.cgroup_procs {
-            if let Err(e) = std::fs::write(procs, init.pid.to_string()) {
-                init.signal(nix::libc::SIGKILL);
-                return Err(io::Error::other(format!("cannot put the container in {}: {e}", procs.display())));
-            }
+        drop((child_stdio, sync_r, errors_w, joined_w));
+        let mut init = Proc::new(pid as i32, stdio, console, errors_r)?;
+        // The init joins its cgroups itself (see Cgroup::join_files); we report ready only once it is in them,
+        // so everything the server does from here on (and its cleanup on failure) finds it there.
+        let mut joined = [0u8; 1];
+        if rustix::io::read(&joined_r, &mut joined) != Ok(1) {
+            init.wait_for_exec();
+            init.signal(nix::libc::SIGKILL);
+            init.reap_blocking();
+            let why = String::from_utf8_lossy(&init.error_text).into_owned();
+            return Err(io::Error::other(if why.is_empty() {
+                "the container's init died at once".into()
+            } else {
+                why
+            }));
         }
         let _ = std::fs::remove_file(bundle::SOCKET_FILE);
         let listener = UnixListener::bind(bundle::SOCKET_FILE)?;
