@@ -160,6 +160,11 @@ impl Cgroup {
         self.dirs.iter().map(|(_, dir)| dir.join(file)).collect()
     }
 
+    /// On v2, the container's cgroup directory, for clone3's CLONE_INTO_CGROUP; None on v1.
+    pub fn v2_dir(&self) -> Option<PathBuf> {
+        self.v2.then(|| self.dirs[0].1.clone())
+    }
+
     /// Places a process (writes its pid to every procs file).
     pub fn add_process(&self, pid: i32) -> io::Result<()> {
         self.procs_files().iter().try_for_each(|file| write_file(&*self.fs, file, &pid.to_string()))

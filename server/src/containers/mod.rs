@@ -511,6 +511,7 @@ impl Containers {
             hostname: config.hostname.clone(),
             host_network: config.network == Network::Host,
             cgroup_join: cgroup.join_files(),
+            cgroup_clone_into: cgroup.v2_dir(),
             cgroup_v2: matches!(self.layout, Layout::V2 { .. }),
             etc_files,
             mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),

@@ -26,6 +26,10 @@ pub struct Bundle {
     /// run anything of the container (Cgroup::join_files).
     #[serde(alias = "cgroup_procs")]
     pub cgroup_join: Vec<PathBuf>,
+    /// cgroup v2: the container's cgroup directory; the init and exec'd processes are cloned straight into
+    /// it (CLONE_INTO_CGROUP) and join through `cgroup_join` only where the kernel cannot.
+    #[serde(default)]
+    pub cgroup_clone_into: Option<PathBuf>,
     /// The cgroup layout, to mount the container's cgroup read-only inside.
     pub cgroup_v2: bool,
     /// Files bind-mounted over /etc/hosts, /etc/hostname, /etc/resolv.conf.

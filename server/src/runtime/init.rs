@@ -75,9 +75,9 @@ fn reset_signals() {
 /// Runs in the cloned child; never returns. `joined` gets one byte once the child is in the container's
 /// cgroups. `sync` is the read end of the go-ahead pipe: `g`, then the initial tty rows and columns as
 /// big-endian u16s; EOF means the start was abandoned.
-pub fn run(bundle: &Bundle, io: ChildIo, sync: OwnedFd, joined: OwnedFd) -> ! {
+pub fn run(bundle: &Bundle, io: ChildIo, sync: OwnedFd, joined: OwnedFd, join: bool) -> ! {
     reset_signals();
-    let result = setup_and_exec(bundle, &io, &sync, joined);
+    let result = setup_and_exec(bundle, &io, &sync, joined, join);
     report_and_exit(&io, result)
 }
 
@@ -106,10 +106,18 @@ fn join_cgroups(bundle: &Bundle) -> Result<(), InitError> {
     Ok(())
 }
 
-fn setup_and_exec(bundle: &Bundle, io: &ChildIo, sync: &OwnedFd, joined: OwnedFd) -> Result<Never, InitError> {
-    // 1. Join the container's cgroups ourselves (see Cgroup::join_files) and say so; then wait for the
-    // go-ahead: the server has connected our network namespace by then.
-    join_cgroups(bundle)?;
+fn setup_and_exec(
+    bundle: &Bundle,
+    io: &ChildIo,
+    sync: &OwnedFd,
+    joined: OwnedFd,
+    join: bool,
+) -> Result<Never, InitError> {
+    // 1. Join the container's cgroups ourselves unless we were cloned into them (see runtime::clone) and
+    // say so; then wait for the go-ahead: the server has connected our network namespace by then.
+    if join {
+        join_cgroups(bundle)?;
+    }
     let _ = rustix::io::write(&joined, b"j");
     drop(joined);
     let mut go = [0u8; 5];
@@ -220,9 +228,10 @@ fn setup_and_exec(bundle: &Bundle, io: &ChildIo, sync: &OwnedFd, joined: OwnedFd
 /// Runs in a child the monitor forked (already in the container's PID namespace) to exec a process in a
 /// running container: join its cgroup and its other namespaces through the init's pidfd, set up stdio, then
 /// become the user and exec, as the init does. Never returns.
-pub fn exec_in_container(bundle: &Bundle, spec: &ExecSpec, init_pidfd: BorrowedFd<'_>, io: ChildIo) -> ! {
+/// `join`: the process was not cloned into the container's cgroup and joins it itself.
+pub fn exec_in_container(bundle: &Bundle, spec: &ExecSpec, init_pidfd: BorrowedFd<'_>, io: ChildIo, join: bool) -> ! {
     reset_signals();
-    let result = enter_and_exec(bundle, spec, init_pidfd, &io);
+    let result = enter_and_exec(bundle, spec, init_pidfd, &io, join);
     report_and_exit(&io, result)
 }
 
@@ -231,8 +240,11 @@ fn enter_and_exec(
     spec: &ExecSpec,
     init_pidfd: BorrowedFd<'_>,
     io: &ChildIo,
+    join: bool,
 ) -> Result<Never, InitError> {
-    join_cgroups(bundle)?;
+    if join {
+        join_cgroups(bundle)?;
+    }
     let mut flags =
         nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWCGROUP;
     if !bundle.host_network {
@@ -711,6 +723,7 @@ mod tests {
             hostname: "abc".into(),
             host_network: false,
             cgroup_join: vec![],
+            cgroup_clone_into: None,
             cgroup_v2: false,
             etc_files: vec![],
             mounts: vec![],

@@ -6,6 +6,7 @@
 //! - [`bundle`]: what the server hands the monitor (rootfs layers, process, limits' cgroup files ...)
 //! - [`protocol`]: the frames on the monitor's socket
 //! - [`monitor`]: the monitor's event loop
+//! - [`clone`]: fork-like clones into new namespaces and, on cgroup v2, straight into the container's cgroup
 //! - [`init`]: the container side: rootfs, mounts, pivot_root, hostname, user, exec
 //! - [`user`]: `user[:group]` resolved from the image's /etc/passwd and /etc/group, as data
 //! - [`logfile`]: the per-container output log
@@ -13,6 +14,7 @@
 
 pub mod bundle;
 pub mod client;
+pub mod clone;
 pub mod init;
 pub mod logfile;
 pub mod monitor;

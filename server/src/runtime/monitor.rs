@@ -19,6 +19,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use super::bundle::{self, Bundle, ExecSpec, ExitInfo, MonitorInfo};
+use super::clone;
 use super::init::{self, ChildIo, ChildStdio};
 use super::logfile::{self, Stream};
 use super::protocol::{Decoder, FromMonitor, ToMonitor};
@@ -411,6 +412,8 @@ struct Monitor {
     bundle: Bundle,
     init: Proc,
     sync: Option<OwnedFd>,
+    /// cgroup v2: the container's cgroup directory, which exec'd processes are cloned into.
+    cgroup_dir: Option<OwnedFd>,
     started: bool,
     execs: Vec<Exec>,
     next_exec: u64,
@@ -459,16 +462,23 @@ impl Monitor {
         if !bundle.host_network {
             flags |= nix::libc::CLONE_NEWNET;
         }
-        // SAFETY: a fork-like clone (no new stack) of this single-threaded process.
-        let pid = unsafe { nix::libc::syscall(nix::libc::SYS_clone, flags | nix::libc::SIGCHLD, 0, 0, 0, 0) };
-        if pid < 0 {
-            return Err(io::Error::other(format!("clone: {}", io::Error::last_os_error())));
-        }
+        // cgroup v2: children are cloned straight into the container's cgroup.
+        let cgroup_dir = match &bundle.cgroup_clone_into {
+            Some(dir) => Some(OwnedFd::from(
+                File::open(dir).map_err(|e| io::Error::other(format!("opening cgroup {}: {e}", dir.display())))?,
+            )),
+            None => None,
+        };
+        // SAFETY: this process is single-threaded; the child runs the init, which execs or exits.
+        let cloned = unsafe { clone::clone(flags, cgroup_dir.as_ref().map(|fd| fd.as_fd())) }
+            .map_err(|e| io::Error::other(format!("clone: {e}")))?;
+        let pid = cloned.pid;
         if pid == 0 {
             // The child dies with its monitor.
             // SAFETY: prctl in the child.
             unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
-            init::run(&bundle, ChildIo { stdio: child_stdio, errors: errors_w }, sync_r, joined_w);
+            let io = ChildIo { stdio: child_stdio, errors: errors_w };
+            init::run(&bundle, io, sync_r, joined_w, !cloned.in_cgroup);
         }
         drop((child_stdio, sync_r, errors_w, joined_w));
         let mut init = Proc::new(pid as i32, stdio, console, errors_r)?;
@@ -500,6 +510,7 @@ impl Monitor {
             bundle,
             init,
             sync: Some(sync_w),
+            cgroup_dir,
             started: false,
             execs: Vec::new(),
             next_exec: 0,
@@ -802,21 +813,19 @@ impl Monitor {
         }
         let (stdio, child_stdio, console) = make_stdio(spec.process.tty, spec.process.stdin)?;
         let (errors_r, errors_w) = pipe2(OFlag::O_CLOEXEC).map_err(err("pipe"))?;
-        // SAFETY: the monitor is single-threaded, so fork is safe.
-        match unsafe { fork() }.map_err(err("fork"))? {
-            ForkResult::Child => {
-                // SAFETY: prctl in the child.
-                unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
-                let io = ChildIo { stdio: child_stdio, errors: errors_w };
-                init::exec_in_container(&self.bundle, spec, self.init.pidfd.as_fd(), io);
-            }
-            ForkResult::Parent { child } => {
-                drop((child_stdio, errors_w));
-                let mut proc = Proc::new(child.as_raw(), stdio, console, errors_r)?;
-                proc.receive_console();
-                Ok(proc)
-            }
+        // SAFETY: the monitor is single-threaded; the child execs or exits.
+        let cloned = unsafe { clone::clone(0, self.cgroup_dir.as_ref().map(|fd| fd.as_fd())) }
+            .map_err(|e| io::Error::other(format!("fork: {e}")))?;
+        if cloned.pid == 0 {
+            // SAFETY: prctl in the child.
+            unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
+            let io = ChildIo { stdio: child_stdio, errors: errors_w };
+            init::exec_in_container(&self.bundle, spec, self.init.pidfd.as_fd(), io, !cloned.in_cgroup);
         }
+        drop((child_stdio, errors_w));
+        let mut proc = Proc::new(cloned.pid, stdio, console, errors_r)?;
+        proc.receive_console();
+        Ok(proc)
     }
 
     /// An exec ended: the rest of its output and its exit go to its owner and waiters.
