@@ -83,6 +83,23 @@ async fn main() {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    // Addresses first: a server that cannot take them changes nothing (no bridge, no rules, no state).
+    let mut listeners = Vec::new();
+    for address in &args.listen {
+        listeners.push((address.clone(), listen::bind(address, args.group.as_deref()).await?));
+    }
+    let sockets: Vec<PathBuf> = listeners
+        .iter()
+        .filter_map(|(_, l)| if let listen::Listener::Unix(_, path) = l { Some(path.clone()) } else { None })
+        .collect();
+    let result = serve_on(args, listeners).await;
+    for path in sockets {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+async fn serve_on(args: Args, listeners: Vec<(Address, listen::Listener)>) -> anyhow::Result<()> {
     let images_root = args.root.join("images");
     let images = tokio::task::spawn_blocking(move || image::ImageStore::open(&images_root))
         .await?
@@ -142,17 +159,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    let mut sockets = Vec::new();
-    for address in &args.listen {
-        let listener = listen::bind(address, args.group.as_deref()).await?;
+    for (address, listener) in listeners {
         let router = router.clone();
         let mut stop = shutdown_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
         match listener {
-            listen::Listener::Unix(l, path) => {
-                sockets.push(path);
+            listen::Listener::Unix(l, _) => {
                 servers.spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown));
             }
             listen::Listener::Tcp(l) => {
@@ -182,9 +196,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     if tokio::time::timeout(std::time::Duration::from_secs(5), drain).await.is_err() {
         tracing::warn!("streams still open after 5 s; exiting anyway");
-    }
-    for path in sockets {
-        let _ = std::fs::remove_file(path);
     }
     Ok(())
 }

@@ -99,7 +99,9 @@ impl CmServer {
         let child = die_with_parent(&mut cmd).spawn().context("spawning cm-server")?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
+        // The socket listens before the server is set up (it binds its addresses first), so wait for an
+        // answered call.
+        while !self.answers() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
                 bail!("cm-server exited with {status} before listening:\n{}", self.log());
             }
@@ -109,6 +111,19 @@ impl CmServer {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
+    }
+
+    /// Whether the server answers a trivial call (ListImages) within a second.
+    fn answers(&self) -> bool {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return false };
+        runtime.block_on(async {
+            let call = async {
+                let mut client = self.grpc().await?;
+                client.list_images(cm_api::v1::ListImagesRequest::default()).await?;
+                anyhow::Ok(())
+            };
+            matches!(tokio::time::timeout(Duration::from_secs(1), call).await, Ok(Ok(())))
+        })
     }
 
     /// The server's socket.

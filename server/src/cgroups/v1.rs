@@ -15,6 +15,23 @@ const CFS_PERIOD_US: u64 = 100_000;
 /// The mounted hierarchies among [`CONTROLLERS`] under `root`: (controller names, mount point). Comounted
 /// controllers (/sys/fs/cgroup/cpu -> cpu,cpuacct) are one hierarchy, named after its mount ("cpu,cpuacct").
 pub(super) fn hierarchies(root: &Path) -> Vec<(String, PathBuf)> {
+    // Every container's cgroup is opened through this (Stats of 50 containers: 50 times), and the mounts do
+    // not change while a server runs: look once per root, and again only if a hierarchy went away.
+    type Hierarchies = Vec<(String, PathBuf)>;
+    static FOUND: std::sync::Mutex<Vec<(PathBuf, Hierarchies)>> = std::sync::Mutex::new(Vec::new());
+    let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, hierarchies)) = found.iter().find(|(r, _)| r == root)
+        && hierarchies.iter().all(|(_, mount)| mount.join("cgroup.procs").exists())
+    {
+        return hierarchies.clone();
+    }
+    let hierarchies = discover(root);
+    found.retain(|(r, _)| r != root);
+    found.push((root.to_path_buf(), hierarchies.clone()));
+    hierarchies
+}
+
+fn discover(root: &Path) -> Vec<(String, PathBuf)> {
     let mut seen = HashSet::new();
     let mut found = Vec::new();
     for controller in CONTROLLERS {
@@ -188,10 +205,20 @@ mod tests {
         let cgroup = Cgroup::open(&Layout::V1 { root: root.clone() }, "cm", "c1");
         assert_eq!(cgroup.dir_of("cpuacct"), Some(root.join("cpu,cpuacct/cm/c1").as_path()));
         assert_eq!(cgroup.dir_of("pids"), None);
-        let err = Cgroup::create(&Layout::V1 { root }, "cm", "c1", &Limits { pids: Some(5), ..Limits::default() })
-            .unwrap_err();
+        let err = Cgroup::create(
+            &Layout::V1 { root: root.clone() },
+            "cm",
+            "c1",
+            &Limits { pids: Some(5), ..Limits::default() },
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Unsupported);
         assert!(err.to_string().contains("pids"), "{err}");
+        // Found once and remembered; looked for again when a hierarchy went away.
+        assert_eq!(hierarchies(&root), found);
+        std::fs::remove_file(root.join("freezer/cgroup.procs")).unwrap();
+        let names: Vec<String> = hierarchies(&root).into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["memory", "cpu,cpuacct"]);
     }
 
     #[test]
