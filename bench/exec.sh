@@ -80,30 +80,7 @@ OVERLAYS=()     # the machine directories overlaid in this mount namespace
 BASE_PIDS=""    # our processes while the two containers run and no exec does (cm-monitor, conmon)
 CM_HOST="unix:$TMP/cm.sock"
 
-cleanup() {
-    local status=$? left
-    set +e
-    trap - EXIT INT TERM
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        left="$(cm ps -a -q --no-trunc 2>/dev/null)"
-        [ -n "$left" ] && cm rm -f $left >/dev/null 2>&1
-    fi
-    stop_pid "$SERVER_PID"
-    if [ -n "$PODMAN_DIR" ]; then
-        podman_ rm -a -f -t 0 >/dev/null 2>&1   # -t 0: `sleep` as pid 1 ignores SIGTERM
-        podman_ rmi -a -f >/dev/null 2>&1
-    fi
-    stop_pid "$REGISTRY_PID"
-    kill_our_pids   # whatever is left of ours (a monitor the server could not remove, a podman cleanup)
-    remove_cgroups
-    remove_networks
-    unmount_tmp
-    unmount_overlays
-    keep_logs_and_remove_tmp "$status" '*.log' '*.txt'
-    [ -n "$(our_cgroups)" ] && log "warning: cgroups left: $(our_cgroups | tr '\n' ' ')"
-    exit "$status"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -140,20 +117,7 @@ log "cm-server up (pid $SERVER_PID); pulling the image into cm's store"
 cm pull "$REF" >"$TMP/cm-pull.log" 2>&1 || { tail_log "$TMP/cm-server.log"; die "cm-client pull failed"; }
 
 # --- podman ---------------------------------------------------------------------------------------
-podman_pull() { podman_ pull --tls-verify=false "$REF" >>"$TMP/podman.log" 2>&1; }
-
-podman_store overlay
-podman_ --runtime runc info >"$TMP/podman-info.log" 2>&1 ||
-    { tail_log "$TMP/podman-info.log"; die "podman --runtime runc info fails in this setup"; }
-log "pulling the image into podman's store"
-if ! podman_pull; then
-    tail_log "$TMP/podman.log"
-    log "podman with the overlay driver failed; falling back to vfs"
-    podman_ rmi -a -f >/dev/null 2>&1 || true
-    podman_store vfs
-    podman_pull || { tail_log "$TMP/podman.log"; die "podman pull does not work on this machine (see above)"; }
-fi
-podman_ image exists "$REF" || die "podman pull succeeded but the image is not in podman's store"
+podman_pull_image
 
 # --- the two long-running containers --------------------------------------------------------------
 PODMAN_ULIMITS=(--ulimit host)

@@ -125,6 +125,34 @@ remove_networks() {
     return 0
 }
 
+# The EXIT trap of run.sh, exec.sh and stats.sh: removes every container of both tools, stops perf
+# ($PERF_PID), cm-server and the registry, ends leftover processes, removes cgroups, networks, mounts and
+# $TMP (keeping the logs on failure or with KEEP_LOGS=1), and exits with the script's status.
+bench_cleanup() {
+    local status=$? left
+    set +e
+    trap - EXIT INT TERM
+    stop_pid "${PERF_PID:-}" INT
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        left="$(cm ps -a -q --no-trunc 2>/dev/null)"
+        [ -n "$left" ] && cm rm -f $left >/dev/null 2>&1
+    fi
+    stop_pid "$SERVER_PID"
+    if [ -n "${PODMAN_DIR:-}" ]; then
+        podman_ rm -a -f -t 0 >/dev/null 2>&1   # -t 0: `sleep` as pid 1 ignores SIGTERM
+        podman_ rmi -a -f >/dev/null 2>&1
+    fi
+    stop_pid "$REGISTRY_PID"
+    kill_our_pids   # whatever is left of ours (a monitor the server could not remove, a podman cleanup)
+    remove_cgroups
+    remove_networks
+    unmount_tmp
+    unmount_overlays
+    keep_logs_and_remove_tmp "$status" '*.log' '*.txt'
+    [ -n "$(our_cgroups)" ] && log "warning: cgroups left: $(our_cgroups | tr '\n' ' ')"
+    exit "$status"
+}
+
 # Unmounts everything mounted under $TMP (overlay roots of containers, podman's bind mounts), deepest first.
 unmount_tmp() {
     local mp
@@ -252,6 +280,24 @@ podman_() {
     CONTAINERS_STORAGE_CONF="$PODMAN_DIR/storage.conf" TMPDIR="$PODMAN_DIR/tmp" podman \
         --root "$PODMAN_DIR/root" --runroot "$PODMAN_DIR/run" --tmpdir "$PODMAN_DIR/tmp" \
         --storage-driver "$DRIVER" --events-backend none --cgroup-manager cgroupfs "$@"
+}
+
+# Pulls $REF into podman's isolated store (podman_store): overlay, else vfs when overlay fails here. Checks
+# that podman with runc works at all first. Logs to $TMP/podman.log.
+podman_pull_image() {
+    podman_store overlay
+    podman_ --runtime runc info >"$TMP/podman-info.log" 2>&1 ||
+        { tail_log "$TMP/podman-info.log"; die "podman --runtime runc info fails in this setup"; }
+    log "pulling the image into podman's store"
+    if ! podman_ pull --tls-verify=false "$REF" >>"$TMP/podman.log" 2>&1; then
+        tail_log "$TMP/podman.log"
+        log "podman with the overlay driver failed; falling back to vfs"
+        podman_ rmi -a -f >/dev/null 2>&1 || true
+        podman_store vfs
+        podman_ pull --tls-verify=false "$REF" >>"$TMP/podman.log" 2>&1 ||
+            { tail_log "$TMP/podman.log"; die "podman pull does not work on this machine (see above)"; }
+    fi
+    podman_ image exists "$REF" || die "podman pull succeeded but the image is not in podman's store"
 }
 
 # Without CAP_SYS_RESOURCE podman's default rlimits (nofile and nproc 1048576, above the hard limits) make

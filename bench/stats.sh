@@ -8,7 +8,8 @@
 #   sudo KEEP_LOGS=1 bench/stats.sh           # keep the logs (cm-server, podman) afterwards
 #
 # One registry (cm-fixture registry, i.e. Debian's docker-registry) serves the busybox fixture image; both
-# tools pull it once, untimed, then run CONTAINERS containers each (`sleep 100000`; cm: `cm-client run -d`,
+# tools pull it once, untimed, then run CONTAINERS containers each (`sleep 100000`; cm: `cm-client run -d`
+# on its default bridge, so its samples also read eth0 counters,
 # podman: `podman run -d --network none --runtime runc`). Then, with all of them running:
 #
 # - cm, the API: `cm-fixture stats-latency`, a loop over the generated gRPC client on one connection, times
@@ -76,29 +77,7 @@ PODMAN_DIR=""   # podman's isolated store, once chosen
 OVERLAYS=()     # the machine directories overlaid in this mount namespace
 CM_HOST="unix:$TMP/cm.sock"
 
-cleanup() {
-    local status=$? left
-    set +e
-    trap - EXIT INT TERM
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        left="$(cm ps -a -q --no-trunc 2>/dev/null)"
-        [ -n "$left" ] && cm rm -f $left >/dev/null 2>&1
-    fi
-    stop_pid "$SERVER_PID"
-    if [ -n "$PODMAN_DIR" ]; then
-        podman_ rm -a -f -t 0 >/dev/null 2>&1   # -t 0: `sleep` as pid 1 ignores SIGTERM
-        podman_ rmi -a -f >/dev/null 2>&1
-    fi
-    stop_pid "$REGISTRY_PID"
-    kill_our_pids   # whatever is left of ours (a monitor the server could not remove, a podman cleanup)
-    remove_cgroups
-    unmount_tmp
-    unmount_overlays
-    keep_logs_and_remove_tmp "$status" '*.log' '*.txt'
-    [ -n "$(our_cgroups)" ] && log "warning: cgroups left: $(our_cgroups | tr '\n' ' ')"
-    exit "$status"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -116,18 +95,7 @@ start_server "$TMP/cm-server.log"
 log "cm-server up (pid $SERVER_PID); pulling the image into cm's store"
 cm pull "$REF" >"$TMP/cm-pull.log" 2>&1 || { tail_log "$TMP/cm-server.log"; die "cm-client pull failed"; }
 
-podman_pull() { podman_ pull --tls-verify=false "$REF" >>"$TMP/podman.log" 2>&1; }
-podman_store overlay
-podman_ --runtime runc info >"$TMP/podman-info.log" 2>&1 ||
-    { tail_log "$TMP/podman-info.log"; die "podman --runtime runc info fails in this setup"; }
-log "pulling the image into podman's store"
-if ! podman_pull; then
-    tail_log "$TMP/podman.log"
-    log "podman with the overlay driver failed; falling back to vfs"
-    podman_ rmi -a -f >/dev/null 2>&1 || true
-    podman_store vfs
-    podman_pull || { tail_log "$TMP/podman.log"; die "podman pull does not work on this machine (see above)"; }
-fi
+podman_pull_image
 
 # --- the running containers -----------------------------------------------------------------------
 PODMAN_ULIMITS=(--ulimit host)
