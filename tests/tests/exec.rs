@@ -55,6 +55,7 @@ fn main() {
         grpcurl_drives_exec_with_a_streamed_request,
         an_exec_right_after_start_sees_the_containers_root,
         a_python_client_generated_from_the_proto_drives_the_server,
+        a_go_client_generated_from_the_proto_drives_the_server,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     let _ = world.server.client(&["rm", "-f", &world.container]);
@@ -459,6 +460,35 @@ fn a_python_client_generated_from_the_proto_drives_the_server(w: &World) -> Resu
         "exec: started True, stdout 'c\\nb\\na\\n', exit 0",
         "stats: pids 1, memory > 0 True, networks eth0",
         "removed: NOT_FOUND",
+    ] {
+        ensure!(stdout.contains(line), "expected {line:?} in:\n{stdout}");
+    }
+    Ok(())
+}
+
+/// clients/go/example, built on the stubs clients/go/generate.sh makes from proto/ (package cmv1), drives the
+/// same server: a streamed pull, run to exit and logs, an Exec stream with stdin, one-shot Stats, removal.
+fn a_go_client_generated_from_the_proto_drives_the_server(w: &World) -> Result<()> {
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("the repository")?.join("clients/go");
+    let built = tempfile::tempdir()?;
+    let binary = built.path().join("example");
+    let go = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg("./example")
+        .current_dir(&module)
+        .output()
+        .context("running go (the Go toolchain builds the Go client)")?;
+    ensure!(go.status.success(), "go build: {}", String::from_utf8_lossy(&go.stderr));
+    let out = Command::new(&binary).args(["-host", &w.server.host(), "-image", &w.image]).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "the Go example: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "pull: done sha256:",
+        "run: exit 3, logs \"hello from go\\n\"",
+        "exec: started true, stdout \"c\\nb\\na\\n\", exits 1, exit 0",
+        "stats: pids 1, networks eth0",
+        "removed: NotFound",
     ] {
         ensure!(stdout.contains(line), "expected {line:?} in:\n{stdout}");
     }
