@@ -81,6 +81,7 @@ fn main() {
         env_and_env_file_reach_the_process,
         workdir_is_created_and_is_the_cwd,
         user_flag_sets_the_uid_and_gid,
+        root_in_a_container_has_dockers_default_capabilities_and_a_user_none,
         entrypoint_flag_replaces_the_images,
         logs_keep_each_streams_lines_in_order_and_tail_the_last_ones,
         logs_show_the_output_of_a_running_container,
@@ -689,6 +690,38 @@ fn user_flag_sets_the_uid_and_gid(w: &World) -> Result<()> {
     ensure!(out == "1234\n1234\n", "-u 1234:1234: {out:?}");
     let out = w.server.cli(&["run", "-u", "ghost", &w.image, "id"])?;
     ensure!(!out.status.success() && stderr(&out).contains("ghost"), "-u ghost: {}", summary(&out));
+    Ok(())
+}
+
+/// The capability sets of a process as /proc/PID/status shows them: (CapBnd, CapEff, CapPrm, CapAmb).
+fn capabilities(status: &str) -> (String, String, String, String) {
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+    };
+    (field("CapBnd:"), field("CapEff:"), field("CapPrm:"), field("CapAmb:"))
+}
+
+fn root_in_a_container_has_dockers_default_capabilities_and_a_user_none(w: &World) -> Result<()> {
+    const DEFAULT: &str = "00000000a80425fb";
+    let root = w.server.cli_ok(&["run", "--rm", &w.image, "cat", "/proc/self/status"])?;
+    let (bounding, effective, permitted, ambient) = capabilities(&root);
+    ensure!(bounding == DEFAULT && effective == DEFAULT && permitted == DEFAULT, "root: {root}");
+    ensure!(ambient == "0000000000000000", "root's ambient set: {ambient}");
+    let user = w.server.cli_ok(&["run", "--rm", "-u", "1234", &w.image, "cat", "/proc/self/status"])?;
+    let (bounding, effective, permitted, _) = capabilities(&user);
+    ensure!(bounding == DEFAULT, "a user's bounding set: {bounding}");
+    ensure!(effective == "0000000000000000" && permitted == effective, "a user keeps capabilities: {user}");
+    // What the default set leaves out is refused: mounting needs CAP_SYS_ADMIN.
+    let out = w.server.cli(&["run", "--rm", &w.image, "mount", "-t", "tmpfs", "none", "/mnt"])?;
+    ensure!(!out.status.success(), "mount succeeded in a container: {}", summary(&out));
+    // What it keeps works: NET_RAW (ping's socket) and CHOWN.
+    w.server.cli_ok(&["run", "--rm", &w.image, "sh", "-c", "chown 1234 /tmp && ping -c 1 -W 1 127.0.0.1"])?;
+    // An exec'd process gets the same sets.
+    let id = w.server.run_detached(&[&w.image, "sleep", "30"])?;
+    let exec = w.server.cli_ok(&["exec", &id, "cat", "/proc/self/status"]);
+    w.server.cli_ok(&["rm", "-f", &id])?;
+    let (bounding, effective, _, _) = capabilities(&exec?);
+    ensure!(bounding == DEFAULT && effective == DEFAULT, "exec: {bounding} {effective}");
     Ok(())
 }
 

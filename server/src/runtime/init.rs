@@ -303,6 +303,7 @@ fn become_and_exec(
         std::fs::create_dir_all(cwd)
             .map_err(|e| InitError { code: 125, message: format!("cannot create working directory {cwd}: {e}") })?;
     }
+    limit_capabilities()?;
     let groups: Vec<nix::unistd::Gid> = who.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
     let (uid, gid) = (nix::unistd::Uid::from_raw(who.uid), nix::unistd::Gid::from_raw(who.gid));
@@ -314,6 +315,52 @@ fn become_and_exec(
     // SAFETY: close_range only marks descriptors close-on-exec.
     unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, nix::libc::CLOSE_RANGE_CLOEXEC) };
     exec(args, &env)
+}
+
+/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
+/// NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP (bits 0 1 3 4 5 6 7 8 10 13 18 27 29 31).
+pub const DEFAULT_CAPABILITIES: u64 = 0xa804_25fb;
+
+/// Leaves container processes docker's default capabilities: every other one leaves the bounding set (so no
+/// exec can regain it), and the effective, permitted and inheritable sets become the default set; ambient
+/// ones are cleared. A non-root user then loses them all at setuid, as with docker.
+fn limit_capabilities() -> Result<(), InitError> {
+    let last: u32 =
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40);
+    for cap in 0..=last.min(63) {
+        if DEFAULT_CAPABILITIES & (1 << cap) == 0 {
+            // SAFETY: prctl with integer arguments.
+            if unsafe { nix::libc::prctl(nix::libc::PR_CAPBSET_DROP, cap as nix::libc::c_ulong, 0, 0, 0) } < 0 {
+                return Err(setup_err("drop a capability from the bounding set")(nix::Error::last()));
+            }
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    let low = DEFAULT_CAPABILITIES as u32;
+    let high = (DEFAULT_CAPABILITIES >> 32) as u32;
+    let data = [
+        Data { effective: low, permitted: low, inheritable: low },
+        Data { effective: high, permitted: high, inheritable: high },
+    ];
+    // SAFETY: capset on ourselves with a v3 header and its two data words; prctl with integer arguments.
+    unsafe {
+        if nix::libc::syscall(nix::libc::SYS_capset, &header as *const Header, data.as_ptr()) < 0 {
+            return Err(setup_err("set the capabilities")(nix::Error::last()));
+        }
+        nix::libc::prctl(nix::libc::PR_CAP_AMBIENT, nix::libc::PR_CAP_AMBIENT_CLEAR_ALL as nix::libc::c_ulong, 0, 0, 0);
+    }
+    Ok(())
 }
 
 fn make_controlling_terminal(slave: &OwnedFd) -> Result<(), InitError> {
