@@ -18,6 +18,7 @@ use cm_e2e::server::die_with_parent;
 use cm_e2e::trials;
 use cm_e2e::{Registry, fixtures, push_image};
 use libtest_mimic::Arguments;
+use serde_json::Value;
 
 /// The registry, the image reference every test runs, and the shared server (which has pulled it).
 struct World {
@@ -90,6 +91,7 @@ fn main() {
         parallel_runs_all_succeed_with_distinct_ids,
         rm_leaves_no_directory_cgroup_mount_or_monitor,
         a_server_restart_keeps_running_containers,
+        a_start_left_unfinished_by_a_dead_server_is_ended_at_restart,
     ];
     run_suite(&args, trials, world, |w| &w.server);
 }
@@ -912,4 +914,31 @@ fn a_server_restart_keeps_running_containers(w: &World) -> Result<()> {
     ensure!(c["State"]["Status"] == "exited" && c["State"]["ExitCode"] == 137, "{:#}", c["State"]);
     logs_kept?;
     s.leaves_nothing_behind()
+}
+
+/// A server that dies between spawning a container's monitor and recording the start leaves a monitor (and
+/// an init) that no record says is running; the next server ends them: nothing keeps running, the cgroup
+/// goes. Simulated with a started container whose record is set back to "created" while the server is down.
+fn a_start_left_unfinished_by_a_dead_server_is_ended_at_restart(w: &World) -> Result<()> {
+    let mut server = TestServer::start(&[])?;
+    server.cli_ok(&["pull", &w.image])?;
+    let id = server.cli_ok(&["create", &w.image, "sleep", "30"])?.trim().to_string();
+    server.cli_ok(&["start", &id])?;
+    server.kill();
+    let record_file = server.container_dir(&id).join("container.json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&record_file)?)?;
+    record["state"]["status"] = "Created".into();
+    std::fs::write(&record_file, serde_json::to_vec(&record)?)?;
+    let dir = server.container_dir(&id).display().to_string();
+    ensure!(!processes_mentioning(&dir).is_empty(), "the monitor is not running");
+    server.restart()?;
+    eventually(
+        "the monitor and its init to end",
+        Duration::from_secs(10),
+        || Ok(processes_mentioning(&dir).is_empty()),
+    )
+    .with_context(|| format!("still running: {:?}", processes_mentioning(&dir)))?;
+    let left: Vec<String> = server.remains_of(&id).into_iter().filter(|r| !r.starts_with("directory")).collect();
+    ensure!(left.is_empty(), "left of the unfinished start: {left:?}");
+    server.leaves_nothing_behind()
 }

@@ -238,6 +238,15 @@ impl Containers {
     /// After a server restart: watch a running container again, or record that it ended while we were away.
     async fn readopt(self: &Arc<Self>, c: Arc<Container>) {
         if c.record().state.status != Status::Running {
+            // A monitor answering for a container not recorded as running was spawned by a server that died
+            // before it recorded the start: its init still waits for the go-ahead. End both.
+            if let Ok(mut conn) = client::connect(&c.dir).await {
+                tracing::warn!(container = %c.id, "ending a start that a server left unfinished when it died");
+                let _ = conn.writer.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
+                let drained = async { while let Ok(Some(_)) = conn.reader.next().await {} };
+                let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+                let _ = remove_cgroup(Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id)).await;
+            }
             return;
         }
         match client::connect(&c.dir).await {
