@@ -82,7 +82,7 @@ fn main() {
         env_and_env_file_reach_the_process,
         workdir_is_created_and_is_the_cwd,
         user_flag_sets_the_uid_and_gid,
-        root_in_a_container_has_dockers_default_capabilities_and_a_user_none,
+        root_in_a_container_has_dockers_default_capabilities_and_devices_and_a_user_none,
         entrypoint_flag_replaces_the_images,
         logs_keep_each_streams_lines_in_order_and_tail_the_last_ones,
         logs_show_the_output_of_a_running_container,
@@ -703,7 +703,7 @@ fn capabilities(status: &str) -> (String, String, String, String) {
     (field("CapBnd:"), field("CapEff:"), field("CapPrm:"), field("CapAmb:"))
 }
 
-fn root_in_a_container_has_dockers_default_capabilities_and_a_user_none(w: &World) -> Result<()> {
+fn root_in_a_container_has_dockers_default_capabilities_and_devices_and_a_user_none(w: &World) -> Result<()> {
     const DEFAULT: &str = "00000000a80425fb";
     let root = w.server.cli_ok(&["run", "--rm", &w.image, "cat", "/proc/self/status"])?;
     let (bounding, effective, permitted, ambient) = capabilities(&root);
@@ -718,6 +718,12 @@ fn root_in_a_container_has_dockers_default_capabilities_and_a_user_none(w: &Worl
     ensure!(!out.status.success(), "mount succeeded in a container: {}", summary(&out));
     // What it keeps works: NET_RAW (ping's socket) and CHOWN.
     w.server.cli_ok(&["run", "--rm", &w.image, "sh", "-c", "chown 1234 /tmp && ping -c 1 -W 1 127.0.0.1"])?;
+    // A device node of the host's disks cannot be used (v1: the devices cgroup; v2: no CAP_MKNOD to make it).
+    let script = "mknod /tmp/disk b 8 0; head -c 1 /tmp/disk >/dev/null && echo READ";
+    let out = w.server.cli(&["run", "--rm", &w.image, "sh", "-c", script])?;
+    ensure!(!stdout(&out).contains("READ"), "a disk node was read: {}", summary(&out));
+    ensure!(stderr(&out).contains("not permitted"), "{}", summary(&out));
+    w.server.cli_ok(&["run", "--rm", &w.image, "sh", "-c", "head -c 1 /dev/urandom >/dev/null && : > /dev/null"])?;
     // An exec'd process gets the same sets.
     let id = w.server.run_detached(&[&w.image, "sleep", "30"])?;
     let exec = w.server.cli_ok(&["exec", &id, "cat", "/proc/self/status"]);

@@ -71,7 +71,36 @@ pub(super) fn create(cgroup: &Cgroup, root: &Path, limits: &Limits) -> io::Resul
             Ok(())
         })?;
     }
+    restrict_devices(cgroup)?;
     apply_limits(cgroup, limits)
+}
+
+/// The devices a container may use, docker's defaults: creating any node (mknod, `m`), and reading and
+/// writing null, zero, full, random, urandom, tty, console, ptmx, the ptys and tun. Everything else, such as
+/// the host's disks, is refused even to root with CAP_MKNOD.
+pub const ALLOWED_DEVICES: [&str; 12] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
+/// Denies every device in the container's devices hierarchy, then allows [`ALLOWED_DEVICES`].
+fn restrict_devices(cgroup: &Cgroup) -> io::Result<()> {
+    let Some(dir) = cgroup.dir_of("devices") else { return Ok(()) };
+    cgroup.write(&dir.join("devices.deny"), "a")?;
+    for rule in ALLOWED_DEVICES {
+        cgroup.write(&dir.join("devices.allow"), rule)?;
+    }
+    Ok(())
 }
 
 /// A new v1 cpuset cgroup has no CPUs and no memory nodes, and takes no process until it has: copy the
@@ -248,6 +277,13 @@ mod tests {
         assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
         assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
         assert_eq!(read(&cgroup.dir_of("pids").unwrap().join("pids.max")), "50");
+        if let Some(devices) = cgroup.dir_of("devices") {
+            let mut listed: Vec<String> = read(&devices.join("devices.list")).lines().map(String::from).collect();
+            let mut allowed: Vec<String> = ALLOWED_DEVICES.iter().map(|r| r.to_string()).collect();
+            listed.sort();
+            allowed.sort();
+            assert_eq!(listed, allowed, "the container's device allow list");
+        }
         if let Some(cpuset) = cgroup.dir_of("cpuset") {
             assert_eq!(read(&cpuset.join("cpuset.cpus")), read(&root.join("cpuset/cpuset.cpus")));
             assert_eq!(read(&cpuset.join("cpuset.mems")), read(&root.join("cpuset/cpuset.mems")));

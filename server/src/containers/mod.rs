@@ -521,6 +521,12 @@ impl Containers {
             host_network: config.network == Network::Host,
             cgroup_join: cgroup.join_files(),
             cgroup_clone_into: cgroup.v2_dir(),
+            // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
+            // container gets no CAP_MKNOD, so it cannot make the nodes the v1 devices cgroup refuses.
+            capabilities: match self.layout {
+                Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
+                Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
+            },
             cgroup_v2: matches!(self.layout, Layout::V2 { .. }),
             etc_files,
             mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),

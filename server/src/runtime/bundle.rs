@@ -30,6 +30,9 @@ pub struct Bundle {
     /// it (CLONE_INTO_CGROUP) and join through `cgroup_join` only where the kernel cannot.
     #[serde(default)]
     pub cgroup_clone_into: Option<PathBuf>,
+    /// The capability set of container processes (bit N = capability N).
+    #[serde(default = "default_capabilities")]
+    pub capabilities: u64,
     /// The cgroup layout, to mount the container's cgroup read-only inside.
     pub cgroup_v2: bool,
     /// Files bind-mounted over /etc/hosts, /etc/hostname, /etc/resolv.conf.
@@ -125,4 +128,15 @@ pub struct ExecSpec {
     /// Initial terminal size (0 = 24x80).
     pub rows: u16,
     pub cols: u16,
+}
+
+/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
+/// NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP (bits 0 1 3 4 5 6 7 8 10 13 18 27 29 31).
+pub const DEFAULT_CAPABILITIES: u64 = 0xa804_25fb;
+
+/// CAP_MKNOD: harmless only where the devices cgroup refuses the nodes it could make (cgroup v1 here).
+pub const CAP_MKNOD: u64 = 1 << 27;
+
+fn default_capabilities() -> u64 {
+    DEFAULT_CAPABILITIES
 }

@@ -303,7 +303,7 @@ fn become_and_exec(
         std::fs::create_dir_all(cwd)
             .map_err(|e| InitError { code: 125, message: format!("cannot create working directory {cwd}: {e}") })?;
     }
-    limit_capabilities()?;
+    limit_capabilities(bundle.capabilities)?;
     let groups: Vec<nix::unistd::Gid> = who.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
     let (uid, gid) = (nix::unistd::Uid::from_raw(who.uid), nix::unistd::Gid::from_raw(who.gid));
@@ -317,18 +317,14 @@ fn become_and_exec(
     exec(args, &env)
 }
 
-/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
-/// NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP (bits 0 1 3 4 5 6 7 8 10 13 18 27 29 31).
-pub const DEFAULT_CAPABILITIES: u64 = 0xa804_25fb;
-
-/// Leaves container processes docker's default capabilities: every other one leaves the bounding set (so no
-/// exec can regain it), and the effective, permitted and inheritable sets become the default set; ambient
-/// ones are cleared. A non-root user then loses them all at setuid, as with docker.
-fn limit_capabilities() -> Result<(), InitError> {
+/// Leaves container processes the capabilities `keep` (docker's default set, see bundle): every other one
+/// leaves the bounding set (so no exec can regain it), and the effective, permitted and inheritable sets
+/// become `keep`; ambient ones are cleared. A non-root user then loses them all at setuid, as with docker.
+fn limit_capabilities(keep: u64) -> Result<(), InitError> {
     let last: u32 =
         std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40);
     for cap in 0..=last.min(63) {
-        if DEFAULT_CAPABILITIES & (1 << cap) == 0 {
+        if keep & (1 << cap) == 0 {
             // SAFETY: prctl with integer arguments.
             if unsafe { nix::libc::prctl(nix::libc::PR_CAPBSET_DROP, cap as nix::libc::c_ulong, 0, 0, 0) } < 0 {
                 return Err(setup_err("drop a capability from the bounding set")(nix::Error::last()));
@@ -347,8 +343,7 @@ fn limit_capabilities() -> Result<(), InitError> {
         inheritable: u32,
     }
     let header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3: two 32-bit words
-    let low = DEFAULT_CAPABILITIES as u32;
-    let high = (DEFAULT_CAPABILITIES >> 32) as u32;
+    let (low, high) = (keep as u32, (keep >> 32) as u32);
     let data = [
         Data { effective: low, permitted: low, inheritable: low },
         Data { effective: high, permitted: high, inheritable: high },
@@ -771,6 +766,7 @@ mod tests {
             host_network: false,
             cgroup_join: vec![],
             cgroup_clone_into: None,
+            capabilities: super::super::bundle::DEFAULT_CAPABILITIES,
             cgroup_v2: false,
             etc_files: vec![],
             mounts: vec![],
