@@ -265,6 +265,19 @@ start_server() {
     done
 }
 
+# Starts the registry and pushes the busybox fixture as $REPO_TAG (sets REF), then starts cm-server and pulls
+# REF into its store, untimed.
+serve_image_and_start_server() {
+    start_registry
+    REF="$REGISTRY/$REPO_TAG"
+    log "registry on $REGISTRY; pushing busybox as $REPO_TAG"
+    "$BIN/cm-fixture" push --registry "$REGISTRY" --image busybox --name "$REPO_TAG" >"$TMP/push.log" 2>&1 ||
+        { tail_log "$TMP/push.log"; die "pushing the busybox image failed"; }
+    start_server "$TMP/cm-server.log"
+    log "cm-server up (pid $SERVER_PID); pulling the image into cm's store"
+    cm pull "$REF" >"$TMP/cm-pull.log" 2>&1 || { tail_log "$TMP/cm-server.log"; die "cm-client pull failed"; }
+}
+
 # A store of podman's own: its storage.conf replaces the machine's (no mount_program, no additional
 # image stores), and --root/--runroot/--tmpdir/TMPDIR keep every file it writes under $TMP. Sets DRIVER
 # and PODMAN_DIR for podman_.
@@ -332,6 +345,41 @@ stats() {
 }
 ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
 list_ms() { printf '%s\n' "$@" | awk '{ printf "%s%.1f", (NR > 1 ? " " : ""), $1 / 1000 }'; }
+
+# The comparison lines of a run/exec report: the p50 ratio ($1: what, e.g. "run"; podman's p50 $PM_P50 and
+# cm's $CM_P50, in us), whether cm met TARGET_MS, every run in order, and the p50s by the tool that ran
+# just before ($TMP/by-predecessor.txt: "tool predecessor us" lines).
+report_comparison() {
+    local what="$1"
+    awk -v p="$PM_P50" -v c="$CM_P50" -v w="$what" 'BEGIN {
+        r = p / c
+        if (r >= 1) printf "p50 ratio podman / cm = %.2f: cm-client %s is %.2fx faster than podman %s\n", r, w, r, w
+        else printf "p50 ratio podman / cm = %.2f: cm-client %s is %.2fx slower than podman %s\n", r, w, 1 / r, w
+    }'
+    echo
+    if [ "$CM_P50" -le $((TARGET_MS * 1000)) ]; then
+        echo "Target: cm p50 <= $TARGET_MS ms: **met** (p50 $(ms "$CM_P50") ms)"
+    else
+        echo "Target: cm p50 <= $TARGET_MS ms: **not met** (p50 $(ms "$CM_P50") ms," \
+            "$(ms $((CM_P50 - TARGET_MS * 1000))) ms over)"
+    fi
+    echo
+    echo "Every run, in order (ms): cm $(list_ms "${CM_US[@]}")."
+    echo "podman $(list_ms "${PODMAN_US[@]}")."
+    echo
+    # Alternating the order makes every tool run half the time right after itself, half right after the other.
+    echo "p50 by the $what just before: $(by_prev cm cm); $(by_prev cm podman); $(by_prev podman podman);" \
+        "$(by_prev podman cm)."
+}
+
+# "TOOL after PREDECESSOR: p50 (n runs)" from $TMP/by-predecessor.txt.
+by_prev() {
+    local n p50
+    n="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p' "$TMP/by-predecessor.txt" | wc -l)"
+    p50="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p { print $3 }' "$TMP/by-predecessor.txt" | stats |
+        awk '{ print $2 }')"
+    [ "$n" -gt 0 ] && echo "$1 after $2: $(ms "$p50") ms ($n runs)" || echo "$1 after $2: no runs"
+}
 
 # awk: RFC 3339 UTC timestamps of the cm-server log (2026-11-29T10:29:38.050462Z) to microseconds since the
 # epoch (run awk with TZ=UTC).

@@ -131,17 +131,8 @@ settle() {
 mount_host_overlays /etc /var/lib /run
 mount_shm_tmpfs
 
-# --- registry -------------------------------------------------------------------------------------
-start_registry
-REF="$REGISTRY/$REPO_TAG"
-log "registry on $REGISTRY; pushing busybox as $REPO_TAG"
-"$BIN/cm-fixture" push --registry "$REGISTRY" --image busybox --name "$REPO_TAG" >"$TMP/push.log" 2>&1 ||
-    { tail_log "$TMP/push.log"; die "pushing the busybox image failed"; }
-
-# --- cm-server ------------------------------------------------------------------------------------
-start_server "$TMP/cm-server.log"
-log "cm-server up (pid $SERVER_PID); pulling the image into cm's store"
-cm pull "$REF" >"$TMP/cm-pull.log" 2>&1 || { tail_log "$TMP/cm-server.log"; die "cm-client pull failed"; }
+# --- registry, image, cm-server ------------------------------------------------------------------
+serve_image_and_start_server
 
 # --- podman ---------------------------------------------------------------------------------------
 podman_pull_image
@@ -365,32 +356,7 @@ row() { echo "| $1 | $RUNS | $(ms "$2") ms | $(ms "$3") ms | $(ms "$4") ms | $(m
 row "cm-client run --rm" "$CM_MIN" "$CM_P50" "$CM_P90" "$CM_MAX"
 row "podman run --rm" "$PM_MIN" "$PM_P50" "$PM_P90" "$PM_MAX"
 echo
-awk -v p="$PM_P50" -v c="$CM_P50" 'BEGIN {
-    r = p / c
-    if (r >= 1) printf "p50 ratio podman / cm = %.2f: cm-client run is %.2fx faster than podman run\n", r, r
-    else printf "p50 ratio podman / cm = %.2f: cm-client run is %.2fx slower than podman run\n", r, 1 / r
-}'
-echo
-if [ "$CM_P50" -le $((TARGET_MS * 1000)) ]; then
-    echo "Target: cm p50 <= $TARGET_MS ms: **met** (p50 $(ms "$CM_P50") ms)"
-else
-    echo "Target: cm p50 <= $TARGET_MS ms: **not met** (p50 $(ms "$CM_P50") ms," \
-        "$(ms $((CM_P50 - TARGET_MS * 1000))) ms over)"
-fi
-echo
-echo "Every run, in order (ms): cm $(list_ms "${CM_US[@]}")."
-echo "podman $(list_ms "${PODMAN_US[@]}")."
-echo
-# Alternating the order makes every tool run half the time right after itself and half right after the other.
-by_prev() {
-    local n p50
-    n="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p' "$TMP/by-predecessor.txt" | wc -l)"
-    p50="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p { print $3 }' "$TMP/by-predecessor.txt" | stats |
-        awk '{ print $2 }')"
-    [ "$n" -gt 0 ] && echo "$1 after $2: $(ms "$p50") ms ($n runs)" || echo "$1 after $2: no runs"
-}
-echo "p50 by the run just before: $(by_prev cm cm); $(by_prev cm podman); $(by_prev podman podman);" \
-    "$(by_prev podman cm)."
+report_comparison run
 
 # The timed cm runs split by the lines cm-server logs at its default level ("created", "started", "exited";
 # the first after the run began, then the same container's), by the tool that ran just before.

@@ -85,15 +85,8 @@ trap 'exit 143' TERM
 mount_host_overlays /etc /var/lib /run
 mount_shm_tmpfs
 
-start_registry
-REF="$REGISTRY/$REPO_TAG"
-log "registry on $REGISTRY; pushing busybox as $REPO_TAG"
-"$BIN/cm-fixture" push --registry "$REGISTRY" --image busybox --name "$REPO_TAG" >"$TMP/push.log" 2>&1 ||
-    { tail_log "$TMP/push.log"; die "pushing the busybox image failed"; }
-
-start_server "$TMP/cm-server.log"
-log "cm-server up (pid $SERVER_PID); pulling the image into cm's store"
-cm pull "$REF" >"$TMP/cm-pull.log" 2>&1 || { tail_log "$TMP/cm-server.log"; die "cm-client pull failed"; }
+# --- registry, image, cm-server ------------------------------------------------------------------
+serve_image_and_start_server
 
 podman_pull_image
 
