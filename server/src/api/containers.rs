@@ -1,6 +1,5 @@
 //! Container RPCs: conversion between cm.v1 messages and the container domain, and the Attach stream.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use crate::cgroups::Limits;
 use crate::containers::{
     Container, ContainerError, Containers, CreateSpec, ExitRecord, MountConfig, Network, Status as State,
 };
-use crate::network::{PortConfig, Protocol};
+use crate::network::PortConfig;
 use crate::runtime::client::Connection;
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
 
@@ -133,7 +132,7 @@ pub fn to_proto(c: &Container) -> pb::Container {
             Network::Host => pb::NetworkMode::Host,
         }
         .into(),
-        ports: cfg.ports.iter().map(|p| port_to_proto(p.host_ip, p.host_port, p.container_port, p.protocol)).collect(),
+        ports: cfg.ports.iter().map(port_to_proto).collect(),
         mounts: cfg
             .mounts
             .iter()
@@ -161,26 +160,16 @@ pub fn to_proto(c: &Container) -> pb::Container {
         started: timestamp(r.state.started_unix_nanos),
         spec: Some(spec),
         ip_address: cfg.address.map(|a| a.to_string()).unwrap_or_default(),
-        ports: r
-            .state
-            .ports
-            .iter()
-            .map(|p| port_to_proto(p.host_ip, p.host_port, p.container_port, p.protocol))
-            .collect(),
+        ports: r.state.ports.iter().map(port_to_proto).collect(),
     }
 }
 
-fn port_to_proto(
-    host_ip: Option<Ipv4Addr>,
-    host_port: u16,
-    container_port: u16,
-    protocol: Protocol,
-) -> pb::PortMapping {
+fn port_to_proto(p: &PortConfig) -> pb::PortMapping {
     pb::PortMapping {
-        host_ip: host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        host_port: host_port.into(),
-        container_port: container_port.into(),
-        protocol: protocol.as_str().into(),
+        host_ip: p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        host_port: p.host_port.into(),
+        container_port: p.container_port.into(),
+        protocol: p.protocol.as_str().into(),
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::cgroups::{Cgroup, Layout, Limits};
 use crate::events::{Event, Events};
 use crate::image::ImageStore;
-use crate::network::{BoundPort, BridgeNetwork, NetError, PortConfig};
+use crate::network::{BridgeNetwork, NetError, PortConfig};
 use crate::runtime::bundle::{self, Bundle, ExitInfo, LogLimits, Process, Rootfs};
 use crate::runtime::client::{self, Connection};
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
@@ -489,7 +489,7 @@ impl Containers {
         config: &Config,
         cgroup: &Cgroup,
         attach: Option<(u16, u16)>,
-    ) -> Result<(i32, Vec<BoundPort>, Option<Connection>, Connection), ContainerError> {
+    ) -> Result<(i32, Vec<PortConfig>, Option<Connection>, Connection), ContainerError> {
         for stale in [bundle::EXIT_FILE, bundle::MONITOR_FILE] {
             let _ = std::fs::remove_file(c.dir.join(stale));
         }
@@ -567,7 +567,7 @@ impl Containers {
         c: &Arc<Container>,
         network: &BridgeNetwork,
         init_pid: i32,
-    ) -> Result<Vec<BoundPort>, ContainerError> {
+    ) -> Result<Vec<PortConfig>, ContainerError> {
         let record = c.record();
         let address = record.config.address.ok_or_else(|| ContainerError::Internal("no address allocated".into()))?;
         let netns = std::fs::File::open(format!("/proc/{init_pid}/ns/net"))

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::CreateSpec;
 use crate::cgroups::Limits;
 use crate::image::manifest::RunConfig;
-use crate::network::{BoundPort, PortConfig};
+use crate::network::PortConfig;
 use crate::runtime::bundle::{ExitInfo, MountSpec};
 
 pub const RECORD_FILE: &str = "container.json";
@@ -120,7 +120,7 @@ pub struct State {
     pub exit: Option<ExitRecord>,
     /// Published ports as bound while running (host port 0 replaced by the one picked).
     #[serde(default)]
-    pub ports: Vec<BoundPort>,
+    pub ports: Vec<PortConfig>,
 }
 
 /// How the main process ended.

@@ -46,7 +46,8 @@ pub struct NetworkOptions {
     pub nft_table: String,
 }
 
-/// A port a container asks to publish. `host_port` 0 means any free port.
+/// A published port. As asked for, `host_port` 0 means any free one; as bound (a running container's), it is
+/// the port actually held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortConfig {
     pub host_ip: Option<Ipv4Addr>,
@@ -95,15 +96,6 @@ impl PortConfig {
     }
 }
 
-/// A published port as bound: the host port actually reserved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BoundPort {
-    pub host_ip: Option<Ipv4Addr>,
-    pub host_port: u16,
-    pub container_port: u16,
-    pub protocol: Protocol,
-}
-
 /// Holds a host port while a container publishes it, so no other program can take it: a bound, not
 /// listening, TCP socket, or a bound UDP socket. Traffic never reaches it; DNAT sends it to the container.
 enum Reservation {
@@ -137,7 +129,7 @@ pub fn veth_name(id: &str) -> String {
 /// What a running container publishes.
 struct Published {
     address: Ipv4Addr,
-    ports: Vec<BoundPort>,
+    ports: Vec<PortConfig>,
     _reservations: Vec<Reservation>,
 }
 
@@ -258,7 +250,7 @@ impl BridgeNetwork {
         netns: OwnedFd,
         address: Ipv4Addr,
         ports: &[PortConfig],
-    ) -> Result<Vec<BoundPort>, NetError> {
+    ) -> Result<Vec<PortConfig>, NetError> {
         let mut reservations = Vec::new();
         let mut bound = Vec::new();
         let published = self.published.lock().await;
@@ -287,7 +279,7 @@ impl BridgeNetwork {
                     _ => NetError::System(anyhow!("reserving host port {shown}: {e}")),
                 })?;
             reservations.push(reservation);
-            bound.push(BoundPort {
+            bound.push(PortConfig {
                 host_ip: p.host_ip,
                 host_port,
                 container_port: p.container_port,
@@ -338,7 +330,7 @@ impl BridgeNetwork {
     }
 
     /// After a restart: holds the ports of a container that kept running, and forwards them again.
-    pub async fn readopt(&self, id: &str, address: Ipv4Addr, ports: &[BoundPort]) {
+    pub async fn readopt(&self, id: &str, address: Ipv4Addr, ports: &[PortConfig]) {
         let mut reservations = Vec::new();
         for p in ports {
             match reserve(p.host_ip, p.host_port, p.protocol) {
