@@ -1,7 +1,9 @@
 //! Human formats: sizes as docker prints them (decimal units), durations and ages ("3 days ago"), RFC 3339
-//! times, short ids.
+//! times, short ids, published ports.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use cm_api::v1 as pb;
 
 /// "5.2MB", "312kB", "17B" (powers of 1000, as docker).
 pub fn size(bytes: i64) -> String {
@@ -115,6 +117,23 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
+}
+
+/// Docker's zero time, for times that have not happened.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// A published port's protocol ("tcp" when the server left it empty).
+pub fn protocol(p: &pb::PortMapping) -> &str {
+    if p.protocol.is_empty() { "tcp" } else { &p.protocol }
+}
+
+/// "0.0.0.0:32768", "[::1]:8080".
+pub fn host_address(p: &pb::PortMapping) -> String {
+    match p.host_ip.as_str() {
+        "" => format!("0.0.0.0:{}", p.host_port),
+        ip if ip.contains(':') => format!("[{ip}]:{}", p.host_port),
+        ip => format!("{ip}:{}", p.host_port),
+    }
 }
 
 #[cfg(test)]

@@ -1,44 +1,96 @@
-//! `run` and `create` flags into a ContainerSpec, with docker's syntax for each flag. The parsers are clap value
-//! parsers, so a malformed flag is reported by clap with the flag's name and the usage line.
+//! `run` and `create` flags into a ContainerSpec, and the process flags `exec` shares with them. The values are
+//! checked by the parsers in parse.rs while clap reads the flags.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use cm_api::v1 as pb;
 
-use crate::ContainerOptions;
+use crate::parse::{self, Network, Published};
 
-/// `--network`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Network {
-    /// The default bridge, with NAT and published ports.
-    #[value(alias = "default")]
-    Bridge,
-    /// Loopback only.
-    None,
-    /// The host's network namespace.
-    Host,
+/// The flags that shape a process, shared by `run`, `create` and `exec` (flattened into each; `exec` rewords the
+/// help of -u and -w, whose defaults are the container's there).
+#[derive(clap::Args, Debug)]
+pub struct ProcessOptions {
+    /// Set an environment variable; KEY alone takes its value from this shell (skipped when unset).
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file of KEY=VALUE lines (# comments).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container (absolute).
+    #[arg(short, long, value_name = "DIR", value_parser = parse::parse_workdir)]
+    pub workdir: Option<String>,
+    /// User to run as: name or uid, optionally :group or :gid.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
 }
 
-impl From<Network> for pb::NetworkMode {
-    fn from(network: Network) -> Self {
-        match network {
-            Network::Bridge => pb::NetworkMode::Bridge,
-            Network::None => pb::NetworkMode::None,
-            Network::Host => pb::NetworkMode::Host,
-        }
-    }
+/// What `run` and `create` turn into a ContainerSpec.
+#[derive(clap::Args, Debug)]
+pub struct ContainerOptions {
+    /// Keep stdin open (and attached, for run).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Name the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub process: ProcessOptions,
+    /// Override the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "COMMAND")]
+    pub entrypoint: Option<String>,
+    /// Container host name (default: the first 12 characters of the id).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit: a number of bytes with an optional unit b, k, m or g (1024-based), e.g. 256m.
+    #[arg(short, long, value_name = "BYTES", value_parser = cm_api::units::parse_memory)]
+    pub memory: Option<u64>,
+    /// Number of CPUs, e.g. 0.5 or 2.
+    #[arg(long, value_name = "DECIMAL", value_parser = cm_api::units::parse_cpus)]
+    pub cpus: Option<u64>,
+    /// Maximum number of processes (-1 for no limit).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    /// Network mode.
+    #[arg(long, value_enum, default_value_t = Network::Bridge)]
+    pub network: Network,
+    /// Publish a container port on the host; ranges like 8000-8001:80-81 publish each port.
+    #[arg(
+        short,
+        long,
+        value_name = "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]",
+        value_parser = parse::parse_publish
+    )]
+    pub publish: Vec<Published>,
+    /// Bind mount a host directory or file.
+    #[arg(short, long, value_name = "HOST_PATH:CONTAINER_PATH[:ro]", value_parser = parse::parse_volume)]
+    pub volume: Vec<pb::Mount>,
+    /// Mount an empty tmpfs.
+    #[arg(long, value_name = "PATH[:ro]", value_parser = parse::parse_tmpfs)]
+    pub tmpfs: Vec<pb::Mount>,
+    /// Set a label.
+    #[arg(short, long, value_name = "KEY[=VALUE]", value_parser = parse::parse_label)]
+    pub label: Vec<(String, String)>,
+    /// Signal that stops the container, e.g. SIGINT (default: the image's, or SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Image reference or id, then the command and its arguments, which override the image's Cmd (everything
+    /// after IMAGE is the command's, flags included).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_names = ["IMAGE", "COMMAND"])]
+    pub image_and_command: Vec<String>,
 }
-
-/// The ports one `--publish` flag stands for (more than one for a range).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Published(pub Vec<pb::PortMapping>);
 
 /// Builds the spec; `lookup` reads the client's environment (for `-e KEY` and bare KEY lines in env files).
 pub fn build(o: ContainerOptions, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<pb::ContainerSpec> {
-    let env = env(&o.env_file, &o.env, lookup)?;
+    let env = o.process.env(lookup)?;
     let mut mounts = o.volume;
     mounts.extend(o.tmpfs);
     let mut image_and_command = o.image_and_command.into_iter();
@@ -51,8 +103,8 @@ pub fn build(o: ContainerOptions, lookup: impl Fn(&str) -> Option<String>) -> an
         entrypoint: o.entrypoint.into_iter().filter(|e| !e.is_empty()).collect(),
         command: image_and_command.collect(),
         env,
-        workdir: o.workdir.unwrap_or_default(),
-        user: o.user.unwrap_or_default(),
+        workdir: o.process.workdir.unwrap_or_default(),
+        user: o.process.user.unwrap_or_default(),
         hostname: o.hostname.unwrap_or_default(),
         tty: o.tty,
         stdin: o.interactive,
@@ -71,196 +123,20 @@ pub fn build(o: ContainerOptions, lookup: impl Fn(&str) -> Option<String>) -> an
     })
 }
 
-/// `--env-file` and `-e` (of `run`, `create` and `exec`) into "KEY=VALUE" entries; `lookup` reads the client's
-/// environment.
-pub fn env(
-    files: &[PathBuf],
-    entries: &[String],
-    lookup: impl Fn(&str) -> Option<String>,
-) -> anyhow::Result<Vec<String>> {
-    // As docker: the files first, then -e, so a flag overrides a file.
-    let mut env = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading env file {}", path.display()))?;
-        env.extend(parse_env_file(&text, &lookup).with_context(|| format!("env file {}", path.display()))?);
-    }
-    for entry in entries {
-        env.extend(parse_env(entry, &lookup)?);
-    }
-    Ok(env)
-}
-
-/// `-e KEY=VALUE` as given; `-e KEY` takes KEY's value from the client's environment, or nothing when unset.
-pub fn parse_env(entry: &str, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<String>> {
-    match entry.split_once('=') {
-        Some(("", _)) => bail!("invalid environment variable: {entry}"),
-        Some(_) => Ok(Some(entry.to_string())),
-        None if entry.is_empty() => bail!("invalid environment variable: empty name"),
-        None => Ok(lookup(entry).map(|value| format!("{entry}={value}"))),
-    }
-}
-
-/// An env file as docker reads it: KEY=VALUE lines (the value verbatim), bare KEY lines from the client's
-/// environment, `#` comments and blank lines skipped, leading whitespace ignored.
-pub fn parse_env_file(text: &str, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Vec<String>> {
-    let mut env = Vec::new();
-    for (number, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
-        let line = line.trim_start();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+impl ProcessOptions {
+    /// `--env-file` and `-e` into "KEY=VALUE" entries; `lookup` reads the client's environment.
+    pub fn env(&self, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Vec<String>> {
+        // As docker: the files first, then -e, so a flag overrides a file.
+        let mut env = Vec::new();
+        for path in &self.env_file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading env file {}", path.display()))?;
+            env.extend(parse::parse_env_file(&text, &lookup).with_context(|| format!("env file {}", path.display()))?);
         }
-        let key = line.split_once('=').map_or(line, |(key, _)| key);
-        if key.is_empty() {
-            bail!("line {}: no variable name in '{line}'", number + 1);
+        for entry in &self.env {
+            env.extend(parse::parse_env(entry, &lookup)?);
         }
-        if key.contains(char::is_whitespace) {
-            bail!("line {}: variable '{key}' contains whitespace", number + 1);
-        }
-        env.extend(parse_env(line, &lookup)?);
+        Ok(env)
     }
-    Ok(env)
-}
-
-/// `--workdir`: must be absolute, as docker requires.
-pub fn parse_workdir(text: &str) -> anyhow::Result<String> {
-    if !text.starts_with('/') {
-        bail!("the working directory '{text}' is invalid: it needs to be an absolute path");
-    }
-    Ok(text.to_string())
-}
-
-/// `--label KEY[=VALUE]` (a bare KEY gets an empty value, as docker).
-pub fn parse_label(text: &str) -> anyhow::Result<(String, String)> {
-    let (key, value) = text.split_once('=').unwrap_or((text, ""));
-    if key.is_empty() {
-        bail!("invalid label '{text}': empty key");
-    }
-    Ok((key.to_string(), value.to_string()))
-}
-
-/// `--publish [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]`, docker's syntax: "80", "8080:80", "127.0.0.1:8080:80",
-/// "127.0.0.1::80" (any free host port), "[::1]:8080:80", "53:53/udp", ranges "8000-8001:80-81" and "80-81".
-pub fn parse_publish(text: &str) -> anyhow::Result<Published> {
-    let invalid = |why: &str| anyhow::anyhow!("invalid port mapping '{text}': {why}");
-    let (rest, protocol) = match text.rsplit_once('/') {
-        Some((rest, proto)) => (rest, proto.to_ascii_lowercase()),
-        None => (text, "tcp".to_string()),
-    };
-    if protocol != "tcp" && protocol != "udp" {
-        return Err(invalid("the protocol must be tcp or udp"));
-    }
-    // Split from the right, so an unbracketed IPv6 address keeps its colons.
-    let mut parts = rest.rsplitn(3, ':');
-    let container = parts.next().unwrap_or_default();
-    let host_port = parts.next();
-    let host_ip = parts.next().unwrap_or_default();
-    let host_ip = host_ip.strip_prefix('[').and_then(|ip| ip.strip_suffix(']')).unwrap_or(host_ip);
-    if !host_ip.is_empty() && host_ip.parse::<IpAddr>().is_err() {
-        return Err(invalid(&format!("'{host_ip}' is not an IP address")));
-    }
-    let (first, last) = port_range(container).map_err(|why| invalid(&why))?;
-    if first == 0 {
-        return Err(invalid("the container port must be 1-65535"));
-    }
-    let count = last - first + 1;
-    let host_first = match host_port.filter(|p| !p.is_empty()) {
-        None => None,
-        Some(p) => {
-            let (host_first, host_last) = port_range(p).map_err(|why| invalid(&why))?;
-            if host_last - host_first + 1 != count {
-                return Err(invalid("the host and container port ranges must be the same size"));
-            }
-            Some(host_first)
-        }
-    };
-    let mappings = (0..count)
-        .map(|i| pb::PortMapping {
-            host_ip: host_ip.to_string(),
-            host_port: host_first.map_or(0, |h| u32::from(h) + u32::from(i)),
-            container_port: u32::from(first) + u32::from(i),
-            protocol: protocol.clone(),
-        })
-        .collect();
-    Ok(Published(mappings))
-}
-
-/// "80" or "8000-8010", inclusive.
-fn port_range(text: &str) -> Result<(u16, u16), String> {
-    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("'{p}' is not a port number (0-65535)"));
-    match text.split_once('-') {
-        Some((first, last)) => {
-            let (first, last) = (port(first)?, port(last)?);
-            if last < first {
-                return Err(format!("'{text}' is an empty range"));
-            }
-            Ok((first, last))
-        }
-        None => port(text).map(|p| (p, p)),
-    }
-}
-
-/// `--volume HOST_PATH:CONTAINER_PATH[:ro|rw]`: a bind mount. A relative host path ("./data") is made absolute
-/// here, as docker does; a bare name would be a named volume, which cm does not have.
-pub fn parse_volume(text: &str) -> anyhow::Result<pb::Mount> {
-    let invalid = |why: &str| anyhow::anyhow!("invalid volume '{text}': {why}");
-    let mut parts = text.split(':');
-    let (Some(source), Some(target)) = (parts.next(), parts.next()) else {
-        return Err(invalid("use HOST_PATH:CONTAINER_PATH[:ro] (cm has no anonymous volumes)"));
-    };
-    let read_only = mount_mode(parts.next()).map_err(|why| invalid(&why))?;
-    if parts.next().is_some() {
-        return Err(invalid("too many ':'"));
-    }
-    let source = if source.starts_with('/') {
-        PathBuf::from(source)
-    } else if source == "." || source.starts_with("./") || source.starts_with("../") || source == ".." {
-        std::env::current_dir().context("resolving a relative volume path")?.join(source)
-    } else {
-        return Err(invalid(&format!(
-            "'{source}' is not a path and cm has no named volumes; give an absolute host path or ./relative"
-        )));
-    };
-    Ok(pb::Mount {
-        r#type: "bind".into(),
-        source: source.to_string_lossy().into_owned(),
-        target: container_path(target).map_err(|why| invalid(&why))?,
-        read_only,
-    })
-}
-
-/// `--tmpfs PATH[:ro|rw]`.
-pub fn parse_tmpfs(text: &str) -> anyhow::Result<pb::Mount> {
-    let invalid = |why: &str| anyhow::anyhow!("invalid tmpfs '{text}': {why}");
-    let (target, mode) = match text.split_once(':') {
-        Some((target, mode)) => (target, Some(mode)),
-        None => (text, None),
-    };
-    Ok(pb::Mount {
-        r#type: "tmpfs".into(),
-        source: String::new(),
-        target: container_path(target).map_err(|why| invalid(&why))?,
-        read_only: mount_mode(mode).map_err(|why| invalid(&why))?,
-    })
-}
-
-/// Mount options: "ro" or "rw" (comma-separated, the last one wins); true for read-only.
-fn mount_mode(mode: Option<&str>) -> Result<bool, String> {
-    let mut read_only = false;
-    for option in mode.unwrap_or_default().split(',').filter(|o| !o.is_empty()) {
-        match option {
-            "ro" => read_only = true,
-            "rw" => read_only = false,
-            other => return Err(format!("unsupported option '{other}' (cm supports ro and rw)")),
-        }
-    }
-    Ok(read_only)
-}
-
-fn container_path(path: &str) -> Result<String, String> {
-    if !Path::new(path).is_absolute() {
-        return Err(format!("the container path '{path}' must be absolute"));
-    }
-    Ok(path.to_string())
 }
 
 #[cfg(test)]
@@ -268,104 +144,22 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::{Cli, Command};
 
     fn mapping(host_ip: &str, host_port: u32, container_port: u32, protocol: &str) -> pb::PortMapping {
         pb::PortMapping { host_ip: host_ip.into(), host_port, container_port, protocol: protocol.into() }
     }
 
-    fn publish(text: &str) -> Vec<pb::PortMapping> {
-        parse_publish(text).unwrap().0
+    /// The container flags as `run` and `create` read them.
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        container: ContainerOptions,
     }
 
     /// The spec `cm-client run ARGS` would send, with a fixed client environment.
     fn run_spec(args: &[&str]) -> pb::ContainerSpec {
-        let cli = Cli::try_parse_from(["cm-client", "run"].iter().chain(args)).unwrap();
-        let Command::Run(run) = cli.command else { panic!("not a run command") };
+        let run = Run::try_parse_from(["run"].iter().chain(args)).unwrap();
         build(run.container, |key| (key == "HOME").then(|| "/home/me".to_string())).unwrap()
-    }
-
-    #[test]
-    fn publish_takes_docker_syntax() {
-        assert_eq!(publish("80"), [mapping("", 0, 80, "tcp")]);
-        assert_eq!(publish("8080:80"), [mapping("", 8080, 80, "tcp")]);
-        assert_eq!(publish("127.0.0.1:8080:80"), [mapping("127.0.0.1", 8080, 80, "tcp")]);
-        assert_eq!(publish("127.0.0.1::80"), [mapping("127.0.0.1", 0, 80, "tcp")]);
-        assert_eq!(publish("53:53/udp"), [mapping("", 53, 53, "udp")]);
-        assert_eq!(publish("80/TCP"), [mapping("", 0, 80, "tcp")]);
-        assert_eq!(publish("[::1]:8080:80"), [mapping("::1", 8080, 80, "tcp")]);
-        assert_eq!(publish("::1:8080:80"), [mapping("::1", 8080, 80, "tcp")]);
-        assert_eq!(publish("8000-8001:80-81"), [mapping("", 8000, 80, "tcp"), mapping("", 8001, 81, "tcp")]);
-        assert_eq!(publish("80-81/udp"), [mapping("", 0, 80, "udp"), mapping("", 0, 81, "udp")]);
-    }
-
-    #[test]
-    fn publish_rejects_malformed_mappings() {
-        for bad in [
-            "",
-            "http",
-            "0",
-            "70000",
-            "80/sctp",
-            "80/",
-            "a:80",
-            "1.2.3:8080:80",
-            "8080:80:90:100",
-            "81-80",
-            "8000-8002:80-81",
-            ":",
-        ] {
-            assert!(parse_publish(bad).is_err(), "{bad:?} was accepted");
-        }
-        let e = parse_publish("80/sctp").unwrap_err().to_string();
-        assert!(e.contains("'80/sctp'") && e.contains("tcp or udp"), "{e}");
-    }
-
-    #[test]
-    fn volumes_are_bind_mounts() {
-        let m = parse_volume("/srv/data:/data:ro").unwrap();
-        assert_eq!(
-            (m.r#type.as_str(), m.source.as_str(), m.target.as_str(), m.read_only),
-            ("bind", "/srv/data", "/data", true)
-        );
-        assert!(!parse_volume("/srv:/srv").unwrap().read_only);
-        let relative = parse_volume("./data:/data").unwrap();
-        assert_eq!(relative.source, std::env::current_dir().unwrap().join("./data").to_string_lossy());
-        for bad in ["/only", "named:/data", "/a:relative", "/a:/b:rx", "/a:/b:ro:x"] {
-            assert!(parse_volume(bad).is_err(), "{bad:?} was accepted");
-        }
-    }
-
-    #[test]
-    fn tmpfs_mounts_a_path() {
-        let m = parse_tmpfs("/run").unwrap();
-        assert_eq!(
-            (m.r#type.as_str(), m.source.as_str(), m.target.as_str(), m.read_only),
-            ("tmpfs", "", "/run", false)
-        );
-        assert!(parse_tmpfs("/run:ro").unwrap().read_only);
-        assert!(parse_tmpfs("run").is_err());
-        assert!(parse_tmpfs("/run:size=64m").is_err());
-    }
-
-    #[test]
-    fn env_entries_take_bare_keys_from_the_client() {
-        let lookup = |key: &str| (key == "HOME").then(|| "/home/me".to_string());
-        assert_eq!(parse_env("A=1", lookup).unwrap(), Some("A=1".into()));
-        assert_eq!(parse_env("A=", lookup).unwrap(), Some("A=".into()));
-        assert_eq!(parse_env("A=b=c", lookup).unwrap(), Some("A=b=c".into()));
-        assert_eq!(parse_env("HOME", lookup).unwrap(), Some("HOME=/home/me".into()));
-        assert_eq!(parse_env("UNSET", lookup).unwrap(), None);
-        assert!(parse_env("=1", lookup).is_err());
-    }
-
-    #[test]
-    fn env_files_read_like_docker() {
-        let lookup = |key: &str| (key == "HOME").then(|| "/home/me".to_string());
-        let text = "\u{feff}# comment\n\nA=1\n  B=two words \nHOME\nUNSET\nC=\n  # indented comment\nD=x=y\n";
-        assert_eq!(parse_env_file(text, lookup).unwrap(), ["A=1", "B=two words ", "HOME=/home/me", "C=", "D=x=y"]);
-        assert!(parse_env_file("A B=1\n", lookup).unwrap_err().to_string().contains("line 1"));
-        assert!(parse_env_file("ok=1\n=1\n", lookup).unwrap_err().to_string().contains("line 2"));
     }
 
     #[test]
@@ -443,14 +237,6 @@ mod tests {
             (spec.name.as_str(), spec.command.as_slice(), spec.env.len()),
             ("n", &["-e".to_string(), "A=1".into()][..], 0)
         );
-    }
-
-    #[test]
-    fn an_unknown_flag_before_the_image_is_refused() {
-        let cli = Cli::try_parse_from(["cm-client", "run", "--bogus", "alpine"]).unwrap();
-        let Command::Run(run) = cli.command else { panic!("not a run command") };
-        let e = run.container.check("run").unwrap_err();
-        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
     }
 
     #[test]

@@ -1,15 +1,45 @@
 //! `exec`: runs another process in a running container, attached like `run` (one session implementation, see
-//! attach.rs), or left running in the background with -d.
-
-use std::io::IsTerminal;
+//! session.rs), or left running in the background with -d.
 
 use anyhow::bail;
 
-use crate::ExecArgs;
-use crate::attach::{self, ExecCommand, Session, Target};
 use crate::connect::Client;
-use crate::run::daemon_error;
-use crate::spec;
+use crate::error::daemon_error;
+use crate::session::{self, ExecCommand, Session, Target};
+use crate::spec::ProcessOptions;
+use crate::tty;
+
+// -u and -w default to the container's here, and come in exec's order (-u first) in the help.
+#[derive(clap::Args, Debug)]
+#[command(
+    mut_arg("user", |a| a.help("User to run as: name or uid, optionally :group or :gid (default: the container's)")
+        .display_order(5)),
+    mut_arg("workdir", |a| a.help("Working directory inside the container (absolute; default: the container's)")
+        .display_order(6)),
+)]
+pub struct ExecArgs {
+    /// Run the command in the background; print nothing.
+    #[arg(short, long)]
+    detach: bool,
+    /// Attach stdin.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    #[command(flatten)]
+    process: ProcessOptions,
+    /// Container id, id prefix or name, then the command and its arguments (everything after CONTAINER is the
+    /// command's, flags included).
+    #[arg(
+        required = true,
+        num_args = 2..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_names = ["CONTAINER", "COMMAND"]
+    )]
+    pub container_and_command: Vec<String>,
+}
 
 /// `exec`: exits with the process's exit code, 125 when the server refused (container not running, not
 /// found ...); with -d, 0 once the process has started.
@@ -19,18 +49,16 @@ pub async fn exec(client: &mut Client, args: ExecArgs) -> anyhow::Result<i32> {
         Err(e) => return daemon_error(e),
     };
     // As docker: a tty on stdin is needed only to forward it.
-    if session.stdin && session.tty && !std::io::stdin().is_terminal() {
-        bail!("the input device is not a TTY");
-    }
+    tty::check_stdin(session.stdin, session.tty)?;
     let detach = matches!(&session.target, Target::Exec(command) if command.detach_on_disconnect);
     let result =
-        if detach { attach::start_detached(client, session).await } else { attach::session(client, session).await };
+        if detach { session::start_detached(client, session).await } else { session::session(client, session).await };
     result.or_else(daemon_error)
 }
 
 /// The session `exec ARGS` asks for; `lookup` reads the client's environment (for `-e KEY` and env files).
 fn session(args: ExecArgs, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Session> {
-    let env = spec::env(&args.env_file, &args.env, lookup)?;
+    let env = args.process.env(lookup)?;
     let mut operands = args.container_and_command.into_iter();
     let (Some(container), argv) = (operands.next(), operands.collect::<Vec<_>>()) else {
         bail!("a container is required");
@@ -42,8 +70,8 @@ fn session(args: ExecArgs, lookup: impl Fn(&str) -> Option<String>) -> anyhow::R
         container,
         argv,
         env,
-        workdir: args.workdir.unwrap_or_default(),
-        user: args.user.unwrap_or_default(),
+        workdir: args.process.workdir.unwrap_or_default(),
+        user: args.process.user.unwrap_or_default(),
         detach_on_disconnect: args.detach,
     };
     // As docker: a detached exec has nothing attached, stdin included (it gets EOF, not a stream that stays
@@ -57,12 +85,16 @@ mod tests {
     use clap::error::ErrorKind;
 
     use super::*;
-    use crate::{Cli, Command};
+
+    /// The flags as `exec` reads them.
+    #[derive(Parser)]
+    struct Exec {
+        #[command(flatten)]
+        args: ExecArgs,
+    }
 
     fn parse(args: &[&str]) -> Result<ExecArgs, clap::Error> {
-        let cli = Cli::try_parse_from(["cm-client", "exec"].iter().chain(args))?;
-        let Command::Exec(exec) = cli.command else { panic!("not an exec command") };
-        Ok(exec)
+        Ok(Exec::try_parse_from(["exec"].iter().chain(args))?.args)
     }
 
     /// The session `cm-client exec ARGS` would run, with a fixed client environment.
@@ -133,12 +165,5 @@ mod tests {
     #[test]
     fn a_relative_workdir_is_refused() {
         assert_eq!(parse(&["-w", "tmp", "c", "ls"]).unwrap_err().kind(), ErrorKind::ValueValidation);
-    }
-
-    #[test]
-    fn an_unknown_flag_before_the_container_is_refused() {
-        let args = parse(&["--bogus", "c", "ls"]).unwrap();
-        let e = crate::refuse_flag_for_operand("exec", args.container_and_command.first()).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::UnknownArgument);
     }
 }

@@ -13,8 +13,8 @@ use cm_api::v1::{self as pb, ContainerState};
 use serde_json::{Value, json};
 
 use crate::connect::Client;
+use crate::error::status_error;
 use crate::format::{self, rfc3339};
-use crate::status_error;
 
 /// What `stats` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -23,12 +23,23 @@ pub enum Format {
     Json,
 }
 
-/// `stats` flags.
-pub struct StatsOptions {
-    pub all: bool,
-    pub no_stream: bool,
-    pub format: Format,
-    pub no_trunc: bool,
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Show all containers (default: running ones); stopped ones get a row of zeros.
+    #[arg(short, long)]
+    all: bool,
+    /// Print one sample (taken over one second) and exit.
+    #[arg(long)]
+    no_stream: bool,
+    /// Output: a table, or json (one object per sample and line; stopped containers are left out).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Don't truncate ids.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Container ids, id prefixes or names (default: all running containers, those started later too).
+    #[arg(value_name = "CONTAINER")]
+    containers: Vec<String>,
 }
 
 /// How long `--no-stream` waits between its two samples.
@@ -39,7 +50,9 @@ const ROUND_QUIET: Duration = Duration::from_millis(150);
 const HEADER: [&str; 8] =
     ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"];
 
-pub async fn stats(client: &mut Client, containers: Vec<String>, options: StatsOptions) -> anyhow::Result<i32> {
+/// `stats`: exits when the stream ends (or after one sample with --no-stream).
+pub async fn stats(client: &mut Client, mut options: StatsArgs) -> anyhow::Result<i32> {
+    let containers = std::mem::take(&mut options.containers);
     // Rows of containers that are not running: those named, or all with --all.
     let stopped = stopped_containers(client, &containers, options.all).await?;
     if options.no_stream {
@@ -92,7 +105,7 @@ async fn no_stream(
     client: &mut Client,
     containers: Vec<String>,
     stopped: &[pb::Container],
-    options: &StatsOptions,
+    options: &StatsArgs,
 ) -> anyhow::Result<i32> {
     let running = running_names(&containers, stopped);
     if !containers.is_empty() && running.is_empty() {
@@ -175,7 +188,7 @@ fn running_names(names: &[String], stopped: &[pb::Container]) -> Vec<String> {
 fn print_round(
     samples: &[pb::StatsResponse],
     stopped: &[pb::Container],
-    options: &StatsOptions,
+    options: &StatsArgs,
     redraw: bool,
 ) -> anyhow::Result<()> {
     let id = |id: &str| if options.no_trunc { id.to_string() } else { format::short_id(id).to_string() };

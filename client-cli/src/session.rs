@@ -5,20 +5,19 @@
 //! terminal is put in raw mode, so ^C and friends reach the process as bytes; it is restored on every way out.
 
 use std::io::{IsTerminal, Read, Write};
-use std::sync::Mutex;
 
 use anyhow::anyhow;
 use cm_api::v1::{self as pb, attach_request, attach_response, exec_request, exec_response};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, future, stream};
 use nix::sys::signal::Signal;
-use nix::sys::termios::{self, SetArg, Termios};
 use tokio::signal::unix::SignalKind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connect::Client;
-use crate::status_error;
+use crate::error::{DAEMON_ERROR, status_error};
+use crate::tty::{RawMode, terminal_size};
 
 /// Bytes of stdin per frame.
 const STDIN_CHUNK: usize = 32 * 1024;
@@ -236,7 +235,7 @@ fn exit_code(status: &pb::ExitStatus) -> i32 {
         return status.exit_code;
     }
     eprintln!("cm-client: {}", status.error);
-    if status.exit_code == 0 { crate::run::DAEMON_ERROR } else { status.exit_code }
+    if status.exit_code == 0 { DAEMON_ERROR } else { status.exit_code }
 }
 
 /// How a session ended.
@@ -341,55 +340,6 @@ fn signals(caught: &[Signal]) -> std::io::Result<impl Stream<Item = Signal> + Un
     // Never ends, so the select above never sees None.
     streams.push(stream::pending().boxed());
     Ok(stream::select_all(streams))
-}
-
-nix::ioctl_read_bad!(tiocgwinsz, nix::libc::TIOCGWINSZ, nix::libc::winsize);
-
-/// The terminal's size, from stdout or else stdin; None when neither is a terminal.
-fn terminal_size() -> Option<pb::TtySize> {
-    [1, 0].into_iter().find_map(|fd| {
-        let mut size = nix::libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass; fds 0 and 1 stay open for our lifetime.
-        unsafe { tiocgwinsz(fd, &mut size) }.ok()?;
-        (size.ws_row > 0 && size.ws_col > 0).then(|| pb::TtySize { rows: size.ws_row.into(), cols: size.ws_col.into() })
-    })
-}
-
-/// The terminal settings to put back, shared with the panic hook.
-static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
-
-/// Stdin's terminal in raw mode while this lives.
-struct RawMode;
-
-impl RawMode {
-    fn enable() -> anyhow::Result<RawMode> {
-        let stdin = std::io::stdin();
-        let saved = termios::tcgetattr(&stdin).map_err(|e| anyhow!("reading the terminal settings: {e}"))?;
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        *SAVED.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
-        // A panic anywhere (another thread included) must not leave the terminal raw.
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            restore();
-            previous(info);
-        }));
-        termios::tcsetattr(&stdin, SetArg::TCSANOW, &raw).map_err(|e| anyhow!("setting the terminal raw: {e}"))?;
-        Ok(RawMode)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        restore();
-    }
-}
-
-/// Puts the saved terminal settings back, once.
-fn restore() {
-    if let Some(saved) = SAVED.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &saved);
-    }
 }
 
 #[cfg(test)]

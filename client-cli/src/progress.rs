@@ -52,7 +52,7 @@ pub async fn pull(
     let mut stream = client
         .pull_image(pb::PullImageRequest { reference: reference.to_string(), auth })
         .await
-        .map_err(crate::status_error)?
+        .map_err(crate::error::status_error)?
         .into_inner();
     let mut view: Box<dyn View> = if out.is_terminal() { Box::new(Bars::new(out)) } else { Box::new(Lines::new(out)) };
     loop {
@@ -61,7 +61,7 @@ pub async fn pull(
             Ok(None) => anyhow::bail!("the server ended the pull of {reference} without saying it was done"),
             Err(status) => {
                 view.abandon();
-                return Err(crate::status_error(status));
+                return Err(crate::error::status_error(status));
             }
         };
         match message.event {

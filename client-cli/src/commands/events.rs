@@ -7,8 +7,9 @@ use cm_api::v1 as pb;
 use serde_json::json;
 
 use crate::connect::Client;
+use crate::error::status_error;
 use crate::format::rfc3339;
-use crate::status_error;
+use crate::parse;
 
 /// What `events` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -19,12 +20,24 @@ pub enum Format {
     Json,
 }
 
-pub async fn events(
-    client: &mut Client,
-    filters: Vec<String>,
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    /// Only events matching KEY=VALUE; keys: type (container, exec, image), action, id, container, image. The
+    /// same key twice: either; different keys: both.
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// First the events kept since a time (RFC 3339, a duration ago like 10m, or unix seconds); the server keeps
+    /// the last 1000.
+    #[arg(long, value_name = "TIME", value_parser = parse::parse_since_now)]
     since: Option<prost_types::Timestamp>,
+    /// Output: text lines, or json (one object per line).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-) -> anyhow::Result<i32> {
+}
+
+/// `events`: prints until the stream ends.
+pub async fn events(client: &mut Client, args: EventsArgs) -> anyhow::Result<i32> {
+    let EventsArgs { filter: filters, since, format } = args;
     let mut stream = client.events(pb::EventsRequest { since, filters }).await.map_err(status_error)?.into_inner();
     let mut out = std::io::stdout();
     while let Some(event) = stream.message().await.map_err(status_error)? {
