@@ -9,7 +9,8 @@ use crate::session::{self, ExecCommand, Session, Target};
 use crate::spec::ProcessOptions;
 use crate::tty;
 
-// -u and -w default to the container's here, and come in exec's order (-u first) in the help.
+// The shared -u and -w default to the container's here, which their help says; and exec lists -u before -w: the
+// display orders 5 and 6 are the places the two flattened flags took after -d, -i, -t, -e and --env-file.
 #[derive(clap::Args, Debug)]
 #[command(
     mut_arg("user", |a| a.help("User to run as: name or uid, optionally :group or :gid (default: the container's)")
@@ -160,6 +161,16 @@ mod tests {
             let kind = parse(args).unwrap_err().kind();
             assert!(matches!(kind, ErrorKind::MissingRequiredArgument | ErrorKind::TooFewValues), "{args:?}: {kind:?}");
         }
+    }
+
+    #[test]
+    fn the_help_lists_user_then_workdir_with_the_containers_defaults() {
+        let help = <Exec as clap::CommandFactory>::command().render_help().to_string();
+        let user = help.find("-u, --user").expect("-u in the help");
+        let workdir = help.find("-w, --workdir").expect("-w in the help");
+        assert!(help.find("--env-file").unwrap() < user && user < workdir, "{help}");
+        assert!(help.contains("optionally :group or :gid (default: the container's)"), "{help}");
+        assert!(help.contains("(absolute; default: the container's)"), "{help}");
     }
 
     #[test]

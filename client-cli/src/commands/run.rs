@@ -13,7 +13,7 @@ use crate::tty;
 pub struct RunArgs {
     /// Run the container in the background and print its id.
     #[arg(short, long)]
-    pub detach: bool,
+    detach: bool,
     #[command(flatten)]
     pub container: ContainerOptions,
 }
