@@ -75,7 +75,8 @@ type ContainerServiceClient interface {
 	InspectImage(ctx context.Context, in *InspectImageRequest, opts ...grpc.CallOption) (*InspectImageResponse, error)
 	// Removes an image name; the image's content goes when no name points at it any more. Blobs and layer
 	// snapshots nothing references are garbage-collected. Errors: INVALID_ARGUMENT for an empty, malformed or
-	// ambiguous name, NOT_FOUND for an unknown image.
+	// ambiguous name, NOT_FOUND for an unknown image, FAILED_PRECONDITION when a container uses the image
+	// (unless force is set).
 	RemoveImage(ctx context.Context, in *RemoveImageRequest, opts ...grpc.CallOption) (*RemoveImageResponse, error)
 	// Creates a container from an image present in the store (NOT_FOUND otherwise) without starting it.
 	// Errors: INVALID_ARGUMENT for a bad spec (no image, negative limits, a malformed port, mount, environment
@@ -389,7 +390,8 @@ type ContainerServiceServer interface {
 	InspectImage(context.Context, *InspectImageRequest) (*InspectImageResponse, error)
 	// Removes an image name; the image's content goes when no name points at it any more. Blobs and layer
 	// snapshots nothing references are garbage-collected. Errors: INVALID_ARGUMENT for an empty, malformed or
-	// ambiguous name, NOT_FOUND for an unknown image.
+	// ambiguous name, NOT_FOUND for an unknown image, FAILED_PRECONDITION when a container uses the image
+	// (unless force is set).
 	RemoveImage(context.Context, *RemoveImageRequest) (*RemoveImageResponse, error)
 	// Creates a container from an image present in the store (NOT_FOUND otherwise) without starting it.
 	// Errors: INVALID_ARGUMENT for a bad spec (no image, negative limits, a malformed port, mount, environment

@@ -24,7 +24,8 @@ def test_images_list_get_and_remove_a_second_name(client, image):
     by_digest = image.rsplit(":", 1)[0] + "@" + digest
     client.images.pull_image(by_digest)
     assert by_digest in client.images.get(image).tags
-    removed = client.images.remove(by_digest)
+    # Containers of other tests use the image (by id): without force the name would not go.
+    removed = client.images.remove(by_digest, force=True)
     assert list(removed.untagged) == [by_digest] and not removed.deleted
     assert by_digest not in client.images.get(image).tags
 

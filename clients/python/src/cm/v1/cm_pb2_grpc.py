@@ -169,7 +169,8 @@ class ContainerServiceServicer:
     def RemoveImage(self, request, context):
         """Removes an image name; the image's content goes when no name points at it any more. Blobs and layer
         snapshots nothing references are garbage-collected. Errors: INVALID_ARGUMENT for an empty, malformed or
-        ambiguous name, NOT_FOUND for an unknown image.
+        ambiguous name, NOT_FOUND for an unknown image, FAILED_PRECONDITION when a container uses the image
+        (unless force is set).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
