@@ -76,10 +76,13 @@ def test_create_start_stop_kill_and_spec_options(client, image, name):
         with pytest.raises(cm.Conflict) as running:
             container.remove()
         assert running.value.code.name == "FAILED_PRECONDITION"
+        deadline = time.monotonic() + 10
+        while container.logs() != b"hi\n" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert container.logs() == b"hi\n"
         container.kill("KILL")  # PID 1 of the container ignores signals it has no handler for
         status = container.wait(timeout=10)
         assert status.signal == "SIGKILL" and status.exit_code == 128 + 9
-        assert container.logs() == b"hi\n"
     finally:
         container.remove(force=True)
 
@@ -133,8 +136,11 @@ def test_stats_one_sample_and_a_stream(sleeper):
     stream.close()
 
 
-def test_events_are_filtered_by_container(client, image, name):
-    events = client.events(filters={"container": name, "type": "container"})
+def test_events_are_filtered_by_container_and_replayed_since_a_time(client, image, name):
+    since = time.time()
+    client.containers.run(image, ["true"], name=name, remove=True)
+    client.containers.run(image, ["true"], remove=True)  # another container's events are filtered out
+    events = client.events(filters={"container": name, "type": "container"}, since=since)
     seen = []
 
     def collect():
@@ -145,10 +151,10 @@ def test_events_are_filtered_by_container(client, image, name):
 
     reader = threading.Thread(target=collect, daemon=True)
     reader.start()
-    time.sleep(0.2)
-    client.containers.run(image, ["true"], name=name, remove=True)
     reader.join(10)
-    assert seen[:1] == ["create"] and "start" in seen and "die" in seen and seen[-1] == "destroy"
+    if not reader.is_alive():
+        events.close()
+    assert seen[:1] == ["create"] and "start" in seen and "die" in seen and seen[-1] == "destroy", seen
     with pytest.raises(cm.InvalidArgument):
         next(iter(client.events(filters=["nonsense=1"])))
 

@@ -139,9 +139,14 @@ def translated(function: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def translated_stream(stream: Iterator[T]) -> Iterator[T]:
-    """Iterates a response stream, turning a grpc.RpcError into the matching APIError."""
+def translated_stream(call: Iterator[T]) -> Iterator[T]:
+    """Iterates a response stream, turning a grpc.RpcError into the matching APIError. Closing the iterator
+    before the end cancels the call."""
     try:
-        yield from stream
+        yield from call
     except grpc.RpcError as e:
         raise from_rpc_error(e) from None
+    finally:
+        cancel = getattr(call, "cancel", None)
+        if cancel is not None:
+            cancel()  # nothing happens when the call has ended
