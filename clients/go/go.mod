@@ -1,4 +1,4 @@
-module cm/clients/go
+module github.com/cm-project/cm/clients/go
 
 go 1.26.0
 

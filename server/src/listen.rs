@@ -1,12 +1,19 @@
 //! Listening sockets: unix sockets (mode 0660, root-owned, optional group; a stale socket file is replaced,
-//! a live server on it is refused) and TCP on loopback.
+//! a live server on it is refused) and TCP on loopback. Unix connections go through [`UnixAuthority`], so
+//! clients that send the socket path as `:authority` (grpcio, grpc-java) are served.
+
+mod authority;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cm_api::Address;
-use tokio::net::{TcpListener, UnixListener};
+use futures::{Stream, StreamExt};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub use authority::UnixAuthority;
 
 /// A bound listener.
 pub enum Listener {
@@ -29,6 +36,11 @@ pub async fn bind(address: &Address, group: Option<&str>) -> anyhow::Result<List
             Ok(Listener::Tcp(listener))
         }
     }
+}
+
+/// The connections accepted on a unix socket, each wrapped in [`UnixAuthority`].
+pub fn unix_incoming(listener: UnixListener) -> impl Stream<Item = std::io::Result<UnixAuthority<UnixStream>>> {
+    UnixListenerStream::new(listener).map(|stream| stream.map(UnixAuthority::new))
 }
 
 fn bind_unix(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {

@@ -11,7 +11,7 @@ use cm_api::v1::container_service_server::ContainerServiceServer;
 use cm_server::runtime::bundle::LogLimits;
 use cm_server::{api, cgroups, containers, events, image, listen, network};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 /// The cm container manager daemon.
@@ -167,7 +167,7 @@ async fn serve_on(args: Args, listeners: Vec<(Address, listen::Listener)>) -> an
         };
         match listener {
             listen::Listener::Unix(l, _) => {
-                servers.spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown));
+                servers.spawn(router.serve_with_incoming_shutdown(listen::unix_incoming(l), shutdown));
             }
             listen::Listener::Tcp(l) => {
                 servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown));

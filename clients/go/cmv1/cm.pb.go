@@ -39,6 +39,7 @@ const (
 type LayerPhase int32
 
 const (
+	// Never sent.
 	LayerPhase_LAYER_PHASE_UNSPECIFIED LayerPhase = 0
 	// Queued behind other downloads.
 	LayerPhase_LAYER_PHASE_WAITING LayerPhase = 1
@@ -107,6 +108,7 @@ func (LayerPhase) EnumDescriptor() ([]byte, []int) {
 type NetworkMode int32
 
 const (
+	// The default: bridge.
 	NetworkMode_NETWORK_MODE_UNSPECIFIED NetworkMode = 0
 	// The default bridge, with NAT and published ports.
 	NetworkMode_NETWORK_MODE_BRIDGE NetworkMode = 1
@@ -163,10 +165,14 @@ func (NetworkMode) EnumDescriptor() ([]byte, []int) {
 type ContainerState int32
 
 const (
+	// Never sent.
 	ContainerState_CONTAINER_STATE_UNSPECIFIED ContainerState = 0
-	ContainerState_CONTAINER_STATE_CREATED     ContainerState = 1
-	ContainerState_CONTAINER_STATE_RUNNING     ContainerState = 2
-	ContainerState_CONTAINER_STATE_STOPPED     ContainerState = 3
+	// Created, never started.
+	ContainerState_CONTAINER_STATE_CREATED ContainerState = 1
+	// Its main process runs.
+	ContainerState_CONTAINER_STATE_RUNNING ContainerState = 2
+	// Its main process has exited (exit is set).
+	ContainerState_CONTAINER_STATE_STOPPED ContainerState = 3
 )
 
 // Enum value maps for ContainerState.
@@ -216,9 +222,12 @@ func (ContainerState) EnumDescriptor() ([]byte, []int) {
 type LogStream int32
 
 const (
+	// Never sent.
 	LogStream_LOG_STREAM_UNSPECIFIED LogStream = 0
-	LogStream_LOG_STREAM_STDOUT      LogStream = 1
-	LogStream_LOG_STREAM_STDERR      LogStream = 2
+	// Standard output.
+	LogStream_LOG_STREAM_STDOUT LogStream = 1
+	// Standard error.
+	LogStream_LOG_STREAM_STDERR LogStream = 2
 )
 
 // Enum value maps for LogStream.
@@ -1080,8 +1089,9 @@ func (x *Image) GetLayers() []string {
 }
 
 type ListImagesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Images        []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The images, in no particular order.
+	Images        []*Image `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1170,7 +1180,8 @@ func (x *InspectImageRequest) GetImage() string {
 
 type InspectImageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Image *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// The image.
+	Image *Image `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
 	// The image config, as stored (the OCI image config JSON).
 	ConfigJson    string `protobuf:"bytes,2,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1556,8 +1567,9 @@ type ContainerSpec struct {
 	// Unique name; empty lets the server leave it unnamed (addressed by id).
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the image's Entrypoint when set (entrypoint_set distinguishes an empty override).
-	Entrypoint    []string `protobuf:"bytes,3,rep,name=entrypoint,proto3" json:"entrypoint,omitempty"`
-	EntrypointSet bool     `protobuf:"varint,4,opt,name=entrypoint_set,json=entrypointSet,proto3" json:"entrypoint_set,omitempty"`
+	Entrypoint []string `protobuf:"bytes,3,rep,name=entrypoint,proto3" json:"entrypoint,omitempty"`
+	// True when entrypoint is an override (an empty one clears the image's Entrypoint).
+	EntrypointSet bool `protobuf:"varint,4,opt,name=entrypoint_set,json=entrypointSet,proto3" json:"entrypoint_set,omitempty"`
 	// Overrides the image's Cmd when non-empty.
 	Command []string `protobuf:"bytes,5,rep,name=command,proto3" json:"command,omitempty"`
 	// Extra environment, "KEY=VALUE", added to and overriding the image's.
@@ -1747,8 +1759,9 @@ func (x *ContainerSpec) GetStopSignal() string {
 }
 
 type CreateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *ContainerSpec         `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to create.
+	Spec          *ContainerSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1917,8 +1930,9 @@ func (*StartResponse) Descriptor() ([]byte, []int) {
 }
 
 type RunRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *ContainerSpec         `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to create and start.
+	Spec          *ContainerSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2007,9 +2021,11 @@ func (x *RunResponse) GetId() string {
 
 // Terminal size in character cells.
 type TtySize struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
-	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows (lines).
+	Rows uint32 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Columns (characters a line).
+	Cols          uint32 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2560,6 +2576,7 @@ type AttachResponse_Stdout struct {
 }
 
 type AttachResponse_Stderr struct {
+	// Standard error bytes (none with a tty).
 	Stderr []byte `protobuf:"bytes,3,opt,name=stderr,proto3,oneof"`
 }
 
@@ -2809,18 +2826,22 @@ type ExecRequest_Start struct {
 }
 
 type ExecRequest_Stdin struct {
+	// Bytes for the process's stdin (at most 1 MiB a frame; only with start.stdin).
 	Stdin *StdinData `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
 }
 
 type ExecRequest_CloseStdin struct {
+	// Closes the process's stdin (it reads EOF); a client half-close does the same.
 	CloseStdin bool `protobuf:"varint,3,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
 }
 
 type ExecRequest_Resize struct {
+	// New terminal size (tty sessions).
 	Resize *TtySize `protobuf:"bytes,4,opt,name=resize,proto3,oneof"`
 }
 
 type ExecRequest_Signal struct {
+	// A signal for the process, e.g. "SIGTERM" or "15".
 	Signal string `protobuf:"bytes,5,opt,name=signal,proto3,oneof"`
 }
 
@@ -2928,18 +2949,22 @@ type isExecResponse_Frame interface {
 }
 
 type ExecResponse_Started struct {
+	// First frame: the exec id and host pid.
 	Started *ProcessStarted `protobuf:"bytes,1,opt,name=started,proto3,oneof"`
 }
 
 type ExecResponse_Stdout struct {
+	// Standard output bytes.
 	Stdout []byte `protobuf:"bytes,2,opt,name=stdout,proto3,oneof"`
 }
 
 type ExecResponse_Stderr struct {
+	// Standard error bytes (none with a tty).
 	Stderr []byte `protobuf:"bytes,3,opt,name=stderr,proto3,oneof"`
 }
 
 type ExecResponse_Exit struct {
+	// Last frame, after all output was sent.
 	Exit *ExitStatus `protobuf:"bytes,4,opt,name=exit,proto3,oneof"`
 }
 
@@ -3006,8 +3031,9 @@ func (x *WaitRequest) GetExecId() string {
 }
 
 type WaitResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        *ExitStatus            `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How the process ended.
+	Status        *ExitStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3340,13 +3366,16 @@ type Container struct {
 	// The image id.
 	ImageId string `protobuf:"bytes,4,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
 	// The command line it runs (entrypoint + command).
-	Command []string       `protobuf:"bytes,5,rep,name=command,proto3" json:"command,omitempty"`
-	State   ContainerState `protobuf:"varint,6,opt,name=state,proto3,enum=cm.v1.ContainerState" json:"state,omitempty"`
+	Command []string `protobuf:"bytes,5,rep,name=command,proto3" json:"command,omitempty"`
+	// Created, running or stopped.
+	State ContainerState `protobuf:"varint,6,opt,name=state,proto3,enum=cm.v1.ContainerState" json:"state,omitempty"`
 	// Host pid of the main process while running.
 	Pid int32 `protobuf:"varint,7,opt,name=pid,proto3" json:"pid,omitempty"`
 	// Set once the main process has exited.
-	Exit    *ExitStatus            `protobuf:"bytes,8,opt,name=exit,proto3" json:"exit,omitempty"`
+	Exit *ExitStatus `protobuf:"bytes,8,opt,name=exit,proto3" json:"exit,omitempty"`
+	// When it was created.
 	Created *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created,proto3" json:"created,omitempty"`
+	// When it was last started; unset if never.
 	Started *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=started,proto3" json:"started,omitempty"`
 	// The spec it was created with (limits after server defaults are applied).
 	Spec *ContainerSpec `protobuf:"bytes,11,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -3525,8 +3554,9 @@ func (x *ListRequest) GetAll() bool {
 }
 
 type ListResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Containers    []*Container           `protobuf:"bytes,1,rep,name=containers,proto3" json:"containers,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The containers, in no particular order.
+	Containers    []*Container `protobuf:"bytes,1,rep,name=containers,proto3" json:"containers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3614,8 +3644,9 @@ func (x *InspectRequest) GetContainer() string {
 }
 
 type InspectResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Container     *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The container.
+	Container     *Container `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3668,7 +3699,8 @@ type LogsRequest struct {
 	// Only lines written at or after this time.
 	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
 	// Which streams; both when neither is set.
-	Stdout        bool `protobuf:"varint,5,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stdout bool `protobuf:"varint,5,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	// Include stderr lines.
 	Stderr        bool `protobuf:"varint,6,opt,name=stderr,proto3" json:"stderr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3749,8 +3781,9 @@ func (x *LogsRequest) GetStderr() bool {
 type LogsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// When the line was written.
-	Time   *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
-	Stream LogStream              `protobuf:"varint,2,opt,name=stream,proto3,enum=cm.v1.LogStream" json:"stream,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// stdout or stderr.
+	Stream LogStream `protobuf:"varint,2,opt,name=stream,proto3,enum=cm.v1.LogStream" json:"stream,omitempty"`
 	// The bytes of the line, including its newline when it had one.
 	Line          []byte `protobuf:"bytes,3,opt,name=line,proto3" json:"line,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -3875,12 +3908,15 @@ func (x *StatsRequest) GetInterval() *durationpb.Duration {
 type CpuStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Total CPU time in ns, and its user and system parts.
-	TotalNs  uint64 `protobuf:"varint,1,opt,name=total_ns,json=totalNs,proto3" json:"total_ns,omitempty"`
-	UserNs   uint64 `protobuf:"varint,2,opt,name=user_ns,json=userNs,proto3" json:"user_ns,omitempty"`
+	TotalNs uint64 `protobuf:"varint,1,opt,name=total_ns,json=totalNs,proto3" json:"total_ns,omitempty"`
+	// CPU time in user mode, ns.
+	UserNs uint64 `protobuf:"varint,2,opt,name=user_ns,json=userNs,proto3" json:"user_ns,omitempty"`
+	// CPU time in kernel mode, ns.
 	SystemNs uint64 `protobuf:"varint,3,opt,name=system_ns,json=systemNs,proto3" json:"system_ns,omitempty"`
 	// Periods in which the container was throttled, and the time throttled in ns.
 	ThrottledPeriods uint64 `protobuf:"varint,4,opt,name=throttled_periods,json=throttledPeriods,proto3" json:"throttled_periods,omitempty"`
-	ThrottledNs      uint64 `protobuf:"varint,5,opt,name=throttled_ns,json=throttledNs,proto3" json:"throttled_ns,omitempty"`
+	// Time throttled, ns.
+	ThrottledNs uint64 `protobuf:"varint,5,opt,name=throttled_ns,json=throttledNs,proto3" json:"throttled_ns,omitempty"`
 	// CPUs the container may run on.
 	OnlineCpus uint32 `protobuf:"varint,6,opt,name=online_cpus,json=onlineCpus,proto3" json:"online_cpus,omitempty"`
 	// Percent of one CPU used over the last interval (streaming only): 100 * CPU time / wall-clock time, so a
@@ -3981,7 +4017,8 @@ type MemoryStats struct {
 	RssBytes uint64 `protobuf:"varint,4,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
 	// Page cache.
 	CacheBytes uint64 `protobuf:"varint,5,opt,name=cache_bytes,json=cacheBytes,proto3" json:"cache_bytes,omitempty"`
-	SwapBytes  uint64 `protobuf:"varint,6,opt,name=swap_bytes,json=swapBytes,proto3" json:"swap_bytes,omitempty"`
+	// Swap used (0 where the kernel does not account it).
+	SwapBytes uint64 `protobuf:"varint,6,opt,name=swap_bytes,json=swapBytes,proto3" json:"swap_bytes,omitempty"`
 	// Processes the kernel's OOM killer killed in the container.
 	OomKills      uint64 `protobuf:"varint,7,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -4068,8 +4105,9 @@ func (x *MemoryStats) GetOomKills() uint64 {
 }
 
 type PidsStats struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Current uint64                 `protobuf:"varint,1,opt,name=current,proto3" json:"current,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Processes (and threads) in the container now.
+	Current uint64 `protobuf:"varint,1,opt,name=current,proto3" json:"current,omitempty"`
 	// 0 when unlimited.
 	Limit         uint64 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -4121,11 +4159,15 @@ func (x *PidsStats) GetLimit() uint64 {
 }
 
 type BlockIoStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ReadBytes     uint64                 `protobuf:"varint,1,opt,name=read_bytes,json=readBytes,proto3" json:"read_bytes,omitempty"`
-	WriteBytes    uint64                 `protobuf:"varint,2,opt,name=write_bytes,json=writeBytes,proto3" json:"write_bytes,omitempty"`
-	ReadOps       uint64                 `protobuf:"varint,3,opt,name=read_ops,json=readOps,proto3" json:"read_ops,omitempty"`
-	WriteOps      uint64                 `protobuf:"varint,4,opt,name=write_ops,json=writeOps,proto3" json:"write_ops,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes read from block devices.
+	ReadBytes uint64 `protobuf:"varint,1,opt,name=read_bytes,json=readBytes,proto3" json:"read_bytes,omitempty"`
+	// Bytes written to block devices.
+	WriteBytes uint64 `protobuf:"varint,2,opt,name=write_bytes,json=writeBytes,proto3" json:"write_bytes,omitempty"`
+	// Read operations.
+	ReadOps uint64 `protobuf:"varint,3,opt,name=read_ops,json=readOps,proto3" json:"read_ops,omitempty"`
+	// Write operations.
+	WriteOps      uint64 `protobuf:"varint,4,opt,name=write_ops,json=writeOps,proto3" json:"write_ops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4193,14 +4235,22 @@ func (x *BlockIoStats) GetWriteOps() uint64 {
 type NetworkStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Interface name inside the container.
-	Interface     string `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
-	RxBytes       uint64 `protobuf:"varint,2,opt,name=rx_bytes,json=rxBytes,proto3" json:"rx_bytes,omitempty"`
-	TxBytes       uint64 `protobuf:"varint,3,opt,name=tx_bytes,json=txBytes,proto3" json:"tx_bytes,omitempty"`
-	RxPackets     uint64 `protobuf:"varint,4,opt,name=rx_packets,json=rxPackets,proto3" json:"rx_packets,omitempty"`
-	TxPackets     uint64 `protobuf:"varint,5,opt,name=tx_packets,json=txPackets,proto3" json:"tx_packets,omitempty"`
-	RxErrors      uint64 `protobuf:"varint,6,opt,name=rx_errors,json=rxErrors,proto3" json:"rx_errors,omitempty"`
-	TxErrors      uint64 `protobuf:"varint,7,opt,name=tx_errors,json=txErrors,proto3" json:"tx_errors,omitempty"`
-	RxDropped     uint64 `protobuf:"varint,8,opt,name=rx_dropped,json=rxDropped,proto3" json:"rx_dropped,omitempty"`
+	Interface string `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	// Bytes received.
+	RxBytes uint64 `protobuf:"varint,2,opt,name=rx_bytes,json=rxBytes,proto3" json:"rx_bytes,omitempty"`
+	// Bytes sent.
+	TxBytes uint64 `protobuf:"varint,3,opt,name=tx_bytes,json=txBytes,proto3" json:"tx_bytes,omitempty"`
+	// Packets received.
+	RxPackets uint64 `protobuf:"varint,4,opt,name=rx_packets,json=rxPackets,proto3" json:"rx_packets,omitempty"`
+	// Packets sent.
+	TxPackets uint64 `protobuf:"varint,5,opt,name=tx_packets,json=txPackets,proto3" json:"tx_packets,omitempty"`
+	// Receive errors.
+	RxErrors uint64 `protobuf:"varint,6,opt,name=rx_errors,json=rxErrors,proto3" json:"rx_errors,omitempty"`
+	// Transmit errors.
+	TxErrors uint64 `protobuf:"varint,7,opt,name=tx_errors,json=txErrors,proto3" json:"tx_errors,omitempty"`
+	// Received packets dropped.
+	RxDropped uint64 `protobuf:"varint,8,opt,name=rx_dropped,json=rxDropped,proto3" json:"rx_dropped,omitempty"`
+	// Packets to send dropped.
 	TxDropped     uint64 `protobuf:"varint,9,opt,name=tx_dropped,json=txDropped,proto3" json:"tx_dropped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4302,14 +4352,21 @@ func (x *NetworkStats) GetTxDropped() uint64 {
 type StatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Full container id.
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
-	Cpu           *CpuStats              `protobuf:"bytes,4,opt,name=cpu,proto3" json:"cpu,omitempty"`
-	Memory        *MemoryStats           `protobuf:"bytes,5,opt,name=memory,proto3" json:"memory,omitempty"`
-	Pids          *PidsStats             `protobuf:"bytes,6,opt,name=pids,proto3" json:"pids,omitempty"`
-	BlockIo       *BlockIoStats          `protobuf:"bytes,7,opt,name=block_io,json=blockIo,proto3" json:"block_io,omitempty"`
-	Networks      []*NetworkStats        `protobuf:"bytes,8,rep,name=networks,proto3" json:"networks,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Container name (may be empty).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// When the sample was taken.
+	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// CPU usage.
+	Cpu *CpuStats `protobuf:"bytes,4,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	// Memory usage.
+	Memory *MemoryStats `protobuf:"bytes,5,opt,name=memory,proto3" json:"memory,omitempty"`
+	// Process count.
+	Pids *PidsStats `protobuf:"bytes,6,opt,name=pids,proto3" json:"pids,omitempty"`
+	// Block I/O.
+	BlockIo *BlockIoStats `protobuf:"bytes,7,opt,name=block_io,json=blockIo,proto3" json:"block_io,omitempty"`
+	// One entry per interface but loopback.
+	Networks      []*NetworkStats `protobuf:"bytes,8,rep,name=networks,proto3" json:"networks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4459,7 +4516,8 @@ func (x *EventsRequest) GetFilters() []string {
 
 type EventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// When it happened.
+	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
 	// "container", "exec" or "image".
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// container: "create", "start", "kill" (attribute signal), "stop", "oom", "die" (exitCode, and signal when

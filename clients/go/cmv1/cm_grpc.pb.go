@@ -54,6 +54,10 @@ const (
 // ContainerServiceClient is the client API for ContainerService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Images (pull, list, inspect, remove) and containers (create, start, attach, exec, wait, stop, kill, remove,
+// list, inspect, logs, stats, events). Served on cm-server's --listen addresses, with grpc.health.v1 and
+// server reflection.
 type ContainerServiceClient interface {
 	// Pulls an image from a registry (Registry v2 API). The stream first sends `resolved` (the manifest chosen
 	// for this host's platform and its layers), then `layer` progress and rate-limited `summary` ticks, and
@@ -62,46 +66,73 @@ type ContainerServiceClient interface {
 	// PERMISSION_DENIED when the registry refuses the credentials, DATA_LOSS when content does not match its
 	// digest (nothing is stored then). Cancelling the call cancels the pull and leaves the store as it was.
 	PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullImageResponse], error)
-	// Lists the images in the store, one entry per image, with every name that points at it.
+	// Lists the images in the store, one entry per image, with every name that points at it. Errors: INTERNAL
+	// when the store cannot be read.
 	ListImages(ctx context.Context, in *ListImagesRequest, opts ...grpc.CallOption) (*ListImagesResponse, error)
-	// Returns one image with its full configuration.
+	// Returns one image with its full configuration. Errors: INVALID_ARGUMENT for an empty, malformed or
+	// ambiguous name (an id prefix of several images), NOT_FOUND for an unknown image, DATA_LOSS when its config
+	// blob is missing from the store.
 	InspectImage(ctx context.Context, in *InspectImageRequest, opts ...grpc.CallOption) (*InspectImageResponse, error)
 	// Removes an image name; the image's content goes when no name points at it any more. Blobs and layer
-	// snapshots nothing references are garbage-collected.
+	// snapshots nothing references are garbage-collected. Errors: INVALID_ARGUMENT for an empty, malformed or
+	// ambiguous name, NOT_FOUND for an unknown image, FAILED_PRECONDITION when a container uses the image
+	// (unless force is set).
 	RemoveImage(ctx context.Context, in *RemoveImageRequest, opts ...grpc.CallOption) (*RemoveImageResponse, error)
 	// Creates a container from an image present in the store (NOT_FOUND otherwise) without starting it.
+	// Errors: INVALID_ARGUMENT for a bad spec (no image, negative limits, a malformed port, mount, environment
+	// entry, signal or name), ALREADY_EXISTS for a name in use, FAILED_PRECONDITION for the bridge network on a
+	// server without one.
 	Create(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*CreateResponse, error)
-	// Starts a created container. FAILED_PRECONDITION if it is running.
+	// Starts a created container. Errors: NOT_FOUND for an unknown container, FAILED_PRECONDITION if it is
+	// running or its network cannot be set up (e.g. no free address), INTERNAL when its process cannot be
+	// started.
 	Start(ctx context.Context, in *StartRequest, opts ...grpc.CallOption) (*StartResponse, error)
-	// Create + Start in one call: a detached container (`cm-client run -d`).
+	// Create + Start in one call: a detached container (`cm-client run -d`). Errors: those of Create
+	// (INVALID_ARGUMENT, NOT_FOUND for the image, ALREADY_EXISTS, FAILED_PRECONDITION) and of Start (INTERNAL);
+	// a container that fails to start is removed again.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Connects to a container's main process stdio. With start = true on the first message the container is
 	// started after its output is connected, so nothing is lost (`cm-client run -it` is Create + Attach).
-	// Same frames as Exec.
+	// Same frames as Exec. Errors: INVALID_ARGUMENT when the first message is not a start frame (or a later
+	// one is), NOT_FOUND for an unknown container, FAILED_PRECONDITION when it is not running (and start is not
+	// set), UNAVAILABLE when its monitor is lost.
 	Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, AttachResponse], error)
 	// Runs an extra process in a running container, with bidirectional stdio (see ExecRequest/ExecResponse).
+	// A command that cannot be executed is not an error: it exits 127 or 126. Errors: INVALID_ARGUMENT for a
+	// missing or repeated start frame, an empty argv, a bad environment entry, exec id or signal, stdin frames
+	// without stdin; NOT_FOUND for an unknown container; FAILED_PRECONDITION when it is not running; ABORTED
+	// when it stops during the session; UNAVAILABLE when its monitor is lost.
 	Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecRequest, ExecResponse], error)
 	// Waits for a container's main process (or an exec) to exit; returns at once if it has already exited.
+	// Errors: NOT_FOUND for an unknown container or exec id, FAILED_PRECONDITION for a container never
+	// started, UNAVAILABLE when its monitor is lost.
 	Wait(ctx context.Context, in *WaitRequest, opts ...grpc.CallOption) (*WaitResponse, error)
-	// Sends the stop signal, waits the grace period, then SIGKILL.
+	// Sends the stop signal, waits the grace period, then SIGKILL. Stopping a stopped container does nothing.
+	// Errors: INVALID_ARGUMENT for a negative timeout, NOT_FOUND for an unknown container.
 	Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResponse, error)
-	// Sends a signal to the container's main process, or to an exec.
+	// Sends a signal to the container's main process, or to an exec. Errors: INVALID_ARGUMENT for an unknown
+	// signal, NOT_FOUND for an unknown container or exec, FAILED_PRECONDITION when it is not running.
 	Kill(ctx context.Context, in *KillRequest, opts ...grpc.CallOption) (*KillResponse, error)
 	// Removes a container and everything it created (mounts, cgroup, network, upper dir, logs, state).
-	// FAILED_PRECONDITION for a running container unless force is set.
+	// Errors: NOT_FOUND for an unknown container, FAILED_PRECONDITION for a running container unless force is
+	// set.
 	Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*RemoveResponse, error)
-	// Lists containers (running ones, or all).
+	// Lists containers (running ones, or all). Errors: none but INTERNAL.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
-	// Returns one container's full description.
+	// Returns one container's full description. Errors: NOT_FOUND for an unknown container, INVALID_ARGUMENT
+	// for an empty name or an id prefix of several containers.
 	Inspect(ctx context.Context, in *InspectRequest, opts ...grpc.CallOption) (*InspectResponse, error)
-	// Streams a container's log (stdout and stderr lines), optionally following it.
+	// Streams a container's log (stdout and stderr lines), optionally following it. Errors: INVALID_ARGUMENT
+	// for a negative tail, NOT_FOUND for an unknown container, INTERNAL when the log cannot be read.
 	Logs(ctx context.Context, in *LogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogsResponse], error)
 	// Streams resource usage samples of one, several or all running containers. Named containers must exist
 	// (NOT_FOUND) and run (FAILED_PRECONDITION); streaming, the stream ends once all of them have stopped. With no
-	// names the running containers are sampled, those started later included.
+	// names the running containers are sampled, those started later included. Errors: INVALID_ARGUMENT for a
+	// negative or too short interval, NOT_FOUND and FAILED_PRECONDITION as said.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StatsResponse], error)
 	// Streams lifecycle events (container, exec, image): the kept ones since a time, then live ones. A client that
-	// falls more than 1024 events behind gets RESOURCE_EXHAUSTED (and can resume with since).
+	// falls more than 1024 events behind gets RESOURCE_EXHAUSTED (and can resume with since). Errors:
+	// INVALID_ARGUMENT for a malformed filter or an unknown filter key, RESOURCE_EXHAUSTED as said.
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[EventsResponse], error)
 }
 
@@ -338,6 +369,10 @@ type ContainerService_EventsClient = grpc.ServerStreamingClient[EventsResponse]
 // ContainerServiceServer is the server API for ContainerService service.
 // All implementations must embed UnimplementedContainerServiceServer
 // for forward compatibility.
+//
+// Images (pull, list, inspect, remove) and containers (create, start, attach, exec, wait, stop, kill, remove,
+// list, inspect, logs, stats, events). Served on cm-server's --listen addresses, with grpc.health.v1 and
+// server reflection.
 type ContainerServiceServer interface {
 	// Pulls an image from a registry (Registry v2 API). The stream first sends `resolved` (the manifest chosen
 	// for this host's platform and its layers), then `layer` progress and rate-limited `summary` ticks, and
@@ -346,46 +381,73 @@ type ContainerServiceServer interface {
 	// PERMISSION_DENIED when the registry refuses the credentials, DATA_LOSS when content does not match its
 	// digest (nothing is stored then). Cancelling the call cancels the pull and leaves the store as it was.
 	PullImage(*PullImageRequest, grpc.ServerStreamingServer[PullImageResponse]) error
-	// Lists the images in the store, one entry per image, with every name that points at it.
+	// Lists the images in the store, one entry per image, with every name that points at it. Errors: INTERNAL
+	// when the store cannot be read.
 	ListImages(context.Context, *ListImagesRequest) (*ListImagesResponse, error)
-	// Returns one image with its full configuration.
+	// Returns one image with its full configuration. Errors: INVALID_ARGUMENT for an empty, malformed or
+	// ambiguous name (an id prefix of several images), NOT_FOUND for an unknown image, DATA_LOSS when its config
+	// blob is missing from the store.
 	InspectImage(context.Context, *InspectImageRequest) (*InspectImageResponse, error)
 	// Removes an image name; the image's content goes when no name points at it any more. Blobs and layer
-	// snapshots nothing references are garbage-collected.
+	// snapshots nothing references are garbage-collected. Errors: INVALID_ARGUMENT for an empty, malformed or
+	// ambiguous name, NOT_FOUND for an unknown image, FAILED_PRECONDITION when a container uses the image
+	// (unless force is set).
 	RemoveImage(context.Context, *RemoveImageRequest) (*RemoveImageResponse, error)
 	// Creates a container from an image present in the store (NOT_FOUND otherwise) without starting it.
+	// Errors: INVALID_ARGUMENT for a bad spec (no image, negative limits, a malformed port, mount, environment
+	// entry, signal or name), ALREADY_EXISTS for a name in use, FAILED_PRECONDITION for the bridge network on a
+	// server without one.
 	Create(context.Context, *CreateRequest) (*CreateResponse, error)
-	// Starts a created container. FAILED_PRECONDITION if it is running.
+	// Starts a created container. Errors: NOT_FOUND for an unknown container, FAILED_PRECONDITION if it is
+	// running or its network cannot be set up (e.g. no free address), INTERNAL when its process cannot be
+	// started.
 	Start(context.Context, *StartRequest) (*StartResponse, error)
-	// Create + Start in one call: a detached container (`cm-client run -d`).
+	// Create + Start in one call: a detached container (`cm-client run -d`). Errors: those of Create
+	// (INVALID_ARGUMENT, NOT_FOUND for the image, ALREADY_EXISTS, FAILED_PRECONDITION) and of Start (INTERNAL);
+	// a container that fails to start is removed again.
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Connects to a container's main process stdio. With start = true on the first message the container is
 	// started after its output is connected, so nothing is lost (`cm-client run -it` is Create + Attach).
-	// Same frames as Exec.
+	// Same frames as Exec. Errors: INVALID_ARGUMENT when the first message is not a start frame (or a later
+	// one is), NOT_FOUND for an unknown container, FAILED_PRECONDITION when it is not running (and start is not
+	// set), UNAVAILABLE when its monitor is lost.
 	Attach(grpc.BidiStreamingServer[AttachRequest, AttachResponse]) error
 	// Runs an extra process in a running container, with bidirectional stdio (see ExecRequest/ExecResponse).
+	// A command that cannot be executed is not an error: it exits 127 or 126. Errors: INVALID_ARGUMENT for a
+	// missing or repeated start frame, an empty argv, a bad environment entry, exec id or signal, stdin frames
+	// without stdin; NOT_FOUND for an unknown container; FAILED_PRECONDITION when it is not running; ABORTED
+	// when it stops during the session; UNAVAILABLE when its monitor is lost.
 	Exec(grpc.BidiStreamingServer[ExecRequest, ExecResponse]) error
 	// Waits for a container's main process (or an exec) to exit; returns at once if it has already exited.
+	// Errors: NOT_FOUND for an unknown container or exec id, FAILED_PRECONDITION for a container never
+	// started, UNAVAILABLE when its monitor is lost.
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
-	// Sends the stop signal, waits the grace period, then SIGKILL.
+	// Sends the stop signal, waits the grace period, then SIGKILL. Stopping a stopped container does nothing.
+	// Errors: INVALID_ARGUMENT for a negative timeout, NOT_FOUND for an unknown container.
 	Stop(context.Context, *StopRequest) (*StopResponse, error)
-	// Sends a signal to the container's main process, or to an exec.
+	// Sends a signal to the container's main process, or to an exec. Errors: INVALID_ARGUMENT for an unknown
+	// signal, NOT_FOUND for an unknown container or exec, FAILED_PRECONDITION when it is not running.
 	Kill(context.Context, *KillRequest) (*KillResponse, error)
 	// Removes a container and everything it created (mounts, cgroup, network, upper dir, logs, state).
-	// FAILED_PRECONDITION for a running container unless force is set.
+	// Errors: NOT_FOUND for an unknown container, FAILED_PRECONDITION for a running container unless force is
+	// set.
 	Remove(context.Context, *RemoveRequest) (*RemoveResponse, error)
-	// Lists containers (running ones, or all).
+	// Lists containers (running ones, or all). Errors: none but INTERNAL.
 	List(context.Context, *ListRequest) (*ListResponse, error)
-	// Returns one container's full description.
+	// Returns one container's full description. Errors: NOT_FOUND for an unknown container, INVALID_ARGUMENT
+	// for an empty name or an id prefix of several containers.
 	Inspect(context.Context, *InspectRequest) (*InspectResponse, error)
-	// Streams a container's log (stdout and stderr lines), optionally following it.
+	// Streams a container's log (stdout and stderr lines), optionally following it. Errors: INVALID_ARGUMENT
+	// for a negative tail, NOT_FOUND for an unknown container, INTERNAL when the log cannot be read.
 	Logs(*LogsRequest, grpc.ServerStreamingServer[LogsResponse]) error
 	// Streams resource usage samples of one, several or all running containers. Named containers must exist
 	// (NOT_FOUND) and run (FAILED_PRECONDITION); streaming, the stream ends once all of them have stopped. With no
-	// names the running containers are sampled, those started later included.
+	// names the running containers are sampled, those started later included. Errors: INVALID_ARGUMENT for a
+	// negative or too short interval, NOT_FOUND and FAILED_PRECONDITION as said.
 	Stats(*StatsRequest, grpc.ServerStreamingServer[StatsResponse]) error
 	// Streams lifecycle events (container, exec, image): the kept ones since a time, then live ones. A client that
-	// falls more than 1024 events behind gets RESOURCE_EXHAUSTED (and can resume with since).
+	// falls more than 1024 events behind gets RESOURCE_EXHAUSTED (and can resume with since). Errors:
+	// INVALID_ARGUMENT for a malformed filter or an unknown filter key, RESOURCE_EXHAUSTED as said.
 	Events(*EventsRequest, grpc.ServerStreamingServer[EventsResponse]) error
 	mustEmbedUnimplementedContainerServiceServer()
 }

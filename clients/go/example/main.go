@@ -1,185 +1,78 @@
-// Command example drives cm-server with the Go stubs generated from proto/cm/v1/cm.proto (package cmv1):
-// a streamed pull, a container run to its exit and its logs, an Exec stream with stdin into a running
-// container, a one-shot Stats sample, and removal. Each step prints one line; the end-to-end tests check them.
+// Command example runs a container from Go with package cm: it pulls the image (printing the progress),
+// runs a command to its exit, execs into a running container with stdin, takes a Stats sample and removes
+// what it made.
 //
 //	go run ./example -host unix:/run/cm.sock -image 127.0.0.1:5000/library/busybox
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
+	"os"
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
-	pb "cm/clients/go/cmv1"
+	"github.com/cm-project/cm/clients/go/cm"
+	pb "github.com/cm-project/cm/clients/go/cmv1"
 )
 
 func main() {
-	host := flag.String("host", "unix:/run/cm.sock", "cm-server address (gRPC target syntax)")
+	host := flag.String("host", cm.DefaultHost, "cm-server address: unix:/path or tcp://HOST:PORT")
 	image := flag.String("image", "", "image reference to pull and run")
 	flag.Parse()
 	if *image == "" {
 		log.Fatal("-image is required")
 	}
-	conn, err := grpc.NewClient(*host, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		log.Fatalf("connecting to %s: %v", *host, err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := pb.NewContainerServiceClient(conn)
-	if err := run(ctx, c, *image); err != nil {
+	c, err := cm.Dial(*host)
+	if err != nil {
 		log.Fatal(err)
 	}
-}
+	defer c.Close()
 
-func run(ctx context.Context, c pb.ContainerServiceClient, image string) error {
-	if err := pull(ctx, c, image); err != nil {
-		return fmt.Errorf("pull: %w", err)
-	}
-	if err := runToExit(ctx, c, image); err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	started, err := c.Run(ctx, &pb.RunRequest{Spec: &pb.ContainerSpec{Image: image, Command: []string{"sleep", "60"}}})
+	progress := make(chan *pb.PullImageResponse)
+	go func() {
+		for event := range progress {
+			if s := event.GetSummary(); s != nil {
+				fmt.Printf("pull: %d/%d bytes\n", s.GetCurrentBytes(), s.GetTotalBytes())
+			}
+		}
+	}()
+	done, err := c.Pull(ctx, *image, progress)
 	if err != nil {
-		return fmt.Errorf("run -d: %w", err)
+		log.Fatalf("pull: %v", err)
 	}
-	id := started.GetId()
-	defer c.Remove(context.Background(), &pb.RemoveRequest{Container: id, Force: true})
-	if err := execWithStdin(ctx, c, id); err != nil {
-		return fmt.Errorf("exec: %w", err)
-	}
-	if err := stats(ctx, c, id); err != nil {
-		return fmt.Errorf("stats: %w", err)
-	}
-	if _, err := c.Remove(ctx, &pb.RemoveRequest{Container: id, Force: true}); err != nil {
-		return fmt.Errorf("remove: %w", err)
-	}
-	_, err = c.Inspect(ctx, &pb.InspectRequest{Container: id})
-	fmt.Printf("removed: %s\n", status.Code(err))
-	if status.Code(err) != codes.NotFound {
-		return fmt.Errorf("inspect after remove: %v", err)
-	}
-	return nil
-}
+	fmt.Printf("pull: done %s\n", done.GetImageId())
 
-func pull(ctx context.Context, c pb.ContainerServiceClient, image string) error {
-	stream, err := c.PullImage(ctx, &pb.PullImageRequest{Reference: image})
+	spec := &pb.ContainerSpec{Image: *image, Command: []string{"sh", "-c", "echo hello from go; exit 3"}, AutoRemove: true}
+	_, exit, err := c.Run(ctx, spec, os.Stdout, os.Stderr)
 	if err != nil {
-		return err
+		log.Fatalf("run: %v", err)
 	}
-	for {
-		event, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return errors.New("the stream ended without a done event")
-		}
-		if err != nil {
-			return err
-		}
-		if r := event.GetResolved(); r != nil {
-			fmt.Printf("pull: resolved %s\n", r.GetManifestDigest())
-		}
-		if d := event.GetDone(); d != nil {
-			fmt.Printf("pull: done %s\n", d.GetImageId())
-			return nil
-		}
-	}
-}
+	fmt.Printf("run: exit %d\n", exit.GetExitCode())
 
-func runToExit(ctx context.Context, c pb.ContainerServiceClient, image string) error {
-	spec := &pb.ContainerSpec{Image: image, Command: []string{"sh", "-c", "echo hello from go; exit 3"}}
-	started, err := c.Run(ctx, &pb.RunRequest{Spec: spec})
+	id, err := c.RunDetached(ctx, &pb.ContainerSpec{Image: *image, Command: []string{"sleep", "60"}})
 	if err != nil {
-		return err
+		log.Fatalf("run -d: %v", err)
 	}
-	waited, err := c.Wait(ctx, &pb.WaitRequest{Container: started.GetId()})
+	defer c.Remove(context.Background(), id, true)
+	var sorted strings.Builder
+	code, err := c.Exec(ctx, id, cm.Exec{Argv: []string{"sort", "-r"}, Stdin: strings.NewReader("a\nb\nc\n"), Stdout: &sorted})
 	if err != nil {
-		return err
+		log.Fatalf("exec: %v", err)
 	}
-	logs, err := c.Logs(ctx, &pb.LogsRequest{Container: started.GetId()})
+	fmt.Printf("exec: stdout %q, exit %d\n", sorted.String(), code)
+	sample, err := c.Stats(ctx, id)
 	if err != nil {
-		return err
+		log.Fatalf("stats: %v", err)
 	}
-	var lines strings.Builder
-	for {
-		entry, err := logs.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		lines.Write(entry.GetLine())
+	fmt.Printf("stats: pids %d, memory %d bytes\n", sample.GetPids().GetCurrent(), sample.GetMemory().GetUsageBytes())
+	if err := c.Remove(ctx, id, true); err != nil {
+		log.Fatalf("remove: %v", err)
 	}
-	fmt.Printf("run: exit %d, logs %q\n", waited.GetStatus().GetExitCode(), lines.String())
-	_, err = c.Remove(ctx, &pb.RemoveRequest{Container: started.GetId()})
-	return err
-}
-
-// execWithStdin sends the start frame, stdin and a close-stdin frame, then reads started, the output and
-// exactly one exit frame.
-func execWithStdin(ctx context.Context, c pb.ContainerServiceClient, id string) error {
-	stream, err := c.Exec(ctx)
-	if err != nil {
-		return err
-	}
-	frames := []*pb.ExecRequest{
-		{Frame: &pb.ExecRequest_Start{Start: &pb.ExecStart{Container: id, Argv: []string{"sort", "-r"}, Stdin: true}}},
-		{Frame: &pb.ExecRequest_Stdin{Stdin: &pb.StdinData{Data: []byte("a\nb\nc\n")}}},
-		{Frame: &pb.ExecRequest_CloseStdin{CloseStdin: true}},
-	}
-	for _, frame := range frames {
-		if err := stream.Send(frame); err != nil {
-			return err
-		}
-	}
-	var out []byte
-	started, exits, code := false, 0, int32(-1)
-	for {
-		response, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		switch frame := response.GetFrame().(type) {
-		case *pb.ExecResponse_Started:
-			started = true
-		case *pb.ExecResponse_Stdout:
-			out = append(out, frame.Stdout...)
-		case *pb.ExecResponse_Exit:
-			exits++
-			code = frame.Exit.GetExitCode()
-		}
-	}
-	fmt.Printf("exec: started %v, stdout %q, exits %d, exit %d\n", started, out, exits, code)
-	return nil
-}
-
-func stats(ctx context.Context, c pb.ContainerServiceClient, id string) error {
-	stream, err := c.Stats(ctx, &pb.StatsRequest{Containers: []string{id}, NoStream: true})
-	if err != nil {
-		return err
-	}
-	sample, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	var interfaces []string
-	for _, n := range sample.GetNetworks() {
-		interfaces = append(interfaces, n.GetInterface())
-	}
-	fmt.Printf("stats: pids %d, networks %s\n", sample.GetPids().GetCurrent(), strings.Join(interfaces, ","))
-	return nil
+	_, err = c.Wait(ctx, id)
+	fmt.Printf("removed: %v\n", cm.IsNotFound(err))
 }
