@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod fixtures;
 pub mod harness;
 pub mod image;
