@@ -20,8 +20,9 @@
 #
 # "Where the time goes" (cm only): `cm-client --version` (process start, no connection) and
 # `cm-client images` (process start, connect, one trivial unary call), SPLIT_RUNS runs each, untimed in the
-# comparison; and the timed cm execs split by cm-server's default-level log ("exec started", "exec exited"
-# of cm_server::api::exec) and the script's own start and end times.
+# comparison; and SPLIT_RUNS execs through the API (`cm-bench exec-latency`, one connection), split at the
+# frames the client receives (started, exit, end of the stream). Statistics and tables: cm-bench; no log is
+# read.
 #
 # Isolation and cleanup as in bench/run.sh: podman runs as root with a throwaway store (--root/--runroot/
 # --tmpdir and a storage.conf of its own under the temp dir) and its cgroups under /cm-bench-PID-podman;
@@ -63,7 +64,7 @@ command -v podman >/dev/null || die "podman is missing: run scripts/install-deps
 command -v runc >/dev/null || die "runc is missing: apt-get install runc"
 
 # --- binaries -------------------------------------------------------------------------------------
-for b in cm-server cm-monitor cm-client cm-fixture; do
+for b in cm-server cm-monitor cm-client cm-fixture cm-bench; do
     if [ ! -x "$BIN/$b" ]; then
         log "building cm (cargo build --release --workspace --bins)"
         cargo build --release --workspace --bins >&2
@@ -151,10 +152,8 @@ BASE_PIDS="$(our_pids | sort | tr '\n' ' ')"
 log "our processes between execs: $BASE_PIDS"
 
 # Runs one exec ($1: cm or podman) of `true` and sets ELAPSED_US (no subshell: the measured span holds
-# only the command's own fork, exec and exit), T0 and T1 (microseconds since the epoch).
+# only the command's own fork, exec and exit).
 ELAPSED_US=0
-T0=""
-T1=""
 LAST_TOOL=""   # the tool of the previous exec (timed or not), and of the one before this exec: PREV_TOOL
 PREV_TOOL=""
 timed_exec() {
@@ -169,8 +168,6 @@ timed_exec() {
     fi
     t1=$EPOCHREALTIME
     ELAPSED_US=$((${t1/./} - ${t0/./}))
-    T0="${t0/./}"
-    T1="${t1/./}"
 }
 
 log "$WARMUP untimed warm-up execs each"
@@ -181,7 +178,6 @@ done
 
 CM_US=()
 PODMAN_US=()
-: >"$TMP/cm-timed-runs.txt"
 : >"$TMP/by-predecessor.txt"
 LOAD_BEFORE="$(cut -d ' ' -f 1-3 /proc/loadavg)"
 for ((run = 1; run <= RUNS; run++)); do
@@ -189,7 +185,6 @@ for ((run = 1; run <= RUNS; run++)); do
         timed_exec cm
         CM_US+=("$ELAPSED_US")
         echo "cm $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
-        echo "$T0 $T1" >>"$TMP/cm-timed-runs.txt"
         timed_exec podman
         PODMAN_US+=("$ELAPSED_US")
         echo "podman $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
@@ -200,7 +195,6 @@ for ((run = 1; run <= RUNS; run++)); do
         timed_exec cm
         CM_US+=("$ELAPSED_US")
         echo "cm $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
-        echo "$T0 $T1" >>"$TMP/cm-timed-runs.txt"
     fi
     ((run % 10 == 0 || run == RUNS)) &&
         log "run $run/$RUNS: cm $(ms "${CM_US[-1]}") ms, podman $(ms "${PODMAN_US[-1]}") ms"
@@ -209,26 +203,31 @@ LOAD_AFTER="$(cut -d ' ' -f 1-3 /proc/loadavg)"
 settle
 
 # --- where the time goes --------------------------------------------------------------------------
-# Runs "$@" SPLIT_RUNS times (each after settle) and appends "label<TAB>us" lines to $TMP/split.txt.
+# Runs "$@" SPLIT_RUNS times (each after settle) and appends the microseconds of each to $TMP/split-LABEL.txt.
 time_cmd() {
     local label="$1" i t0 t1
     shift
+    : >"$TMP/split-$label.txt"
     for ((i = 1; i <= SPLIT_RUNS; i++)); do
         settle
         t0=$EPOCHREALTIME
         "$@" >/dev/null 2>>"$TMP/cm-client.log" </dev/null || die "'$*' failed"
         t1=$EPOCHREALTIME
-        printf '%s\t%s\n' "$label" $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+        echo $((${t1/./} - ${t0/./})) >>"$TMP/split-$label.txt"
     done
 }
 log "where the time goes: process start and a trivial call ($SPLIT_RUNS runs each)"
-: >"$TMP/split.txt"
 time_cmd version "$BIN/cm-client" --version
 time_cmd images cm images
+log "where the time goes: $SPLIT_RUNS execs through the API, split at the frames the client receives"
+settle
+"$BIN/cm-bench" exec-latency --host "$CM_HOST" --container "$CM_ID" --runs "$SPLIT_RUNS" >"$TMP/exec-latency.txt" ||
+    { tail_log "$TMP/cm-server.log"; die "cm-bench exec-latency failed"; }
+settle
 
 # --- report ---------------------------------------------------------------------------------------
-read -r CM_MIN CM_P50 CM_P90 CM_MAX <<<"$(printf '%s\n' "${CM_US[@]}" | stats)"
-read -r PM_MIN PM_P50 PM_P90 PM_MAX <<<"$(printf '%s\n' "${PODMAN_US[@]}" | stats)"
+printf '%s\n' "${CM_US[@]}" >"$TMP/cm-us.txt"
+CM_P50="$("$BIN/cm-bench" median "$TMP/cm-us.txt")"
 
 machine_facts
 echo "## cm-client exec vs podman exec (busybox, \`true\` in a running container)"
@@ -248,21 +247,10 @@ echo "- $RUNS timed execs each, interleaved (cm first on odd runs, podman first 
 echo "- time: wall clock from fork to exit of the client command"
 load_lines
 echo
-echo "| command | runs | min | p50 | p90 | max |"
-echo "|---------|-----:|----:|----:|----:|----:|"
-row() { echo "| $1 | $RUNS | $(ms "$2") ms | $(ms "$3") ms | $(ms "$4") ms | $(ms "$5") ms |"; }
-row "cm-client exec" "$CM_MIN" "$CM_P50" "$CM_P90" "$CM_MAX"
-row "podman exec" "$PM_MIN" "$PM_P50" "$PM_P90" "$PM_MAX"
-echo
-report_comparison exec
+report_comparison exec "cm-client exec" "podman exec"
 
-# Prints "| label | median | min | max |" for the split.txt rows with that key.
-split_row() {
-    local key="$1" label="$2" min p50 p90 max
-    read -r min p50 p90 max <<<"$(awk -F'\t' -v k="$key" '$1 == k { print $2 }' "$TMP/split.txt" | stats)"
-    echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$max") ms |"
-}
-split_median() { awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$TMP/split.txt" | stats | awk '{ print $2 }'; }
+split_row() { "$BIN/cm-bench" row --short --label "$2" "$TMP/split-$1.txt"; }
+split_median() { "$BIN/cm-bench" median "$TMP/split-$1.txt"; }
 echo
 echo "## Where the time goes (cm exec)"
 echo
@@ -274,46 +262,13 @@ split_row version "\`cm-client --version\`: process start only, no connection"
 split_row images "\`cm-client images\`: process start, connect, one ListImages call (1 image)"
 echo
 echo "Against $(ms "$CM_P50") ms for \`cm-client exec C true\` (p50 above): process start is" \
-    "$(awk -v a="$(split_median version)" -v b="$CM_P50" 'BEGIN { printf "%.0f%%", 100 * a / b }') of it," \
-    "process start + connect + one unary call" \
-    "$(awk -v a="$(split_median images)" -v b="$CM_P50" 'BEGIN { printf "%.0f%%", 100 * a / b }')."
+    "$((100 * $(split_median version) / CM_P50))% of it, process start + connect + one unary call" \
+    "$((100 * $(split_median images) / CM_P50))%."
 
-# The timed cm execs split by the lines cm-server logs at its default level: the first "exec started"
-# after the exec began, then the same exec's "exec exited".
-TZ=UTC awk "$AWK_US"'
-    FNR == NR { n++; t0[n] = $1; t1[n] = $2; next }
-    / cm_server::api::exec: exec (started|exited) / {
-        m++; ev_t[m] = us($1); ev_k[m] = (index($0, "exec started") ? "started" : "exited")
-        match($0, /exec=[^ ]+/); ev_id[m] = substr($0, RSTART + 5, RLENGTH - 5)
-    }
-    END {
-        for (r = 1; r <= n; r++) {
-            st = ex = -1; id = ""
-            for (j = 1; j <= m; j++) {
-                if (st < 0 && ev_k[j] == "started" && ev_t[j] >= t0[r]) { st = ev_t[j]; id = ev_id[j] }
-                else if (st >= 0 && ev_id[j] == id && ev_k[j] == "exited") { ex = ev_t[j]; break }
-            }
-            if (st < 0 || ex < 0 || ex > t1[r]) { print "incomplete", r; continue }
-            print "a", st - t0[r]; print "b", ex - st; print "c", t1[r] - ex
-        }
-    }' "$TMP/cm-timed-runs.txt" "$TMP/cm-server.log" >"$TMP/log-split.txt"
-log_row() {   # key, then the label (its words may come as several arguments)
-    local key="$1" label="${*:2}" min p50 p90 max
-    read -r min p50 p90 max <<<"$(awk -v k="$key" '$1 == k { print $2 }' "$TMP/log-split.txt" | stats)"
-    [ "$p50" = - ] && { echo "| $label | - | - | - | - |"; return 0; }
-    echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$p90") ms | $(ms "$max") ms |"
-}
-split_n="$(awk '$1 == "a"' "$TMP/log-split.txt" | wc -l)"
-incomplete="$(awk '$1 == "incomplete"' "$TMP/log-split.txt" | wc -l)"
 echo
-echo "### The timed cm execs split by cm-server's log ($split_n of $RUNS runs, default log level)"
+echo "### $SPLIT_RUNS execs through the API, split at the frames the client receives (\`cm-bench exec-latency\`)"
 echo
-echo "| phase (what happens) | p50 | min | p90 | max |"
-echo "|----------------------|----:|----:|----:|----:|"
-log_row a "client fork → \"exec started\": client process start, connect, Exec call, server asks the" \
-    "container's cm-monitor to spawn the process, monitor reports its pid"
-log_row b "\"exec started\" → \"exec exited\": \`true\` runs and exits, the monitor reports the exit"
-log_row c "\"exec exited\" → client exited: exit frame to the client, client exits"
+echo "One connection (no client process start); each phase from the client's side, so it includes the"
+echo "transport both ways."
 echo
-echo "Phases are between the script's timestamps and log lines; medians of phases need not add up to the" \
-    "median total.$([ "$incomplete" -gt 0 ] && echo " $incomplete run(s) lacked a log line and are left out.")"
+cat "$TMP/exec-latency.txt"

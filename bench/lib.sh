@@ -332,64 +332,20 @@ podman_ulimit_fallback() {
 }
 
 # --- report helpers -------------------------------------------------------------------------------
-# Prints "min p50 p90 max" of the values on stdin (p50: median; p90: nearest rank).
-stats() {
-    sort -n | awk '
-        { v[NR] = $1 }
-        END {
-            if (NR == 0) { print "- - - -"; exit }
-            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            r = int(0.9 * NR); if (r < 0.9 * NR) r++
-            printf "%.0f %.0f %.0f %.0f\n", v[1], m, v[r], v[NR]
-        }'
-}
-ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
-list_ms() { printf '%s\n' "$@" | awk '{ printf "%s%.1f", (NR > 1 ? " " : ""), $1 / 1000 }'; }
+# Statistics and tables come from cm-bench (tests/src/bin/cm-bench.rs); nothing here reads a log.
+# Prints "min p50 p90 max" of the microsecond values on stdin (p50: median; p90: nearest rank).
+stats() { "$BIN/cm-bench" summary; }
+# Microseconds as "12.3 ms".
+ms() { printf '%d.%d' $(($1 / 1000)) $((($1 % 1000) / 100)); }
+list_ms() { local us out=(); for us in "$@"; do out+=("$(ms "$us")"); done; echo "${out[*]}"; }
 
-# The comparison lines of a run/exec report: the p50 ratio ($1: what, e.g. "run"; podman's p50 $PM_P50 and
-# cm's $CM_P50, in us), whether cm met TARGET_MS, every run in order, and the p50s by the tool that ran
-# just before ($TMP/by-predecessor.txt: "tool predecessor us" lines).
+# The table and comparison lines of a run/exec report ($1: what, e.g. "run"; $2, $3: the table labels of cm
+# and podman) from $TMP/by-predecessor.txt ("tool predecessor us" lines of every timed run, in order): the
+# p50 ratio, whether cm met TARGET_MS, every run in order, and the p50s by the tool that ran just before.
 report_comparison() {
-    local what="$1"
-    awk -v p="$PM_P50" -v c="$CM_P50" -v w="$what" 'BEGIN {
-        r = p / c
-        if (r >= 1) printf "p50 ratio podman / cm = %.2f: cm-client %s is %.2fx faster than podman %s\n", r, w, r, w
-        else printf "p50 ratio podman / cm = %.2f: cm-client %s is %.2fx slower than podman %s\n", r, w, 1 / r, w
-    }'
-    echo
-    if [ "$CM_P50" -le $((TARGET_MS * 1000)) ]; then
-        echo "Target: cm p50 <= $TARGET_MS ms: **met** (p50 $(ms "$CM_P50") ms)"
-    else
-        echo "Target: cm p50 <= $TARGET_MS ms: **not met** (p50 $(ms "$CM_P50") ms," \
-            "$(ms $((CM_P50 - TARGET_MS * 1000))) ms over)"
-    fi
-    echo
-    echo "Every run, in order (ms): cm $(list_ms "${CM_US[@]}")."
-    echo "podman $(list_ms "${PODMAN_US[@]}")."
-    echo
-    # Alternating the order makes every tool run half the time right after itself, half right after the other.
-    echo "p50 by the $what just before: $(by_prev cm cm); $(by_prev cm podman); $(by_prev podman podman);" \
-        "$(by_prev podman cm)."
+    "$BIN/cm-bench" compare --what "$1" --cm-label "$2" --podman-label "$3" --target-ms "$TARGET_MS" \
+        "$TMP/by-predecessor.txt"
 }
-
-# "TOOL after PREDECESSOR: p50 (n runs)" from $TMP/by-predecessor.txt.
-by_prev() {
-    local n p50
-    n="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p' "$TMP/by-predecessor.txt" | wc -l)"
-    p50="$(awk -v t="$1" -v p="$2" '$1 == t && $2 == p { print $3 }' "$TMP/by-predecessor.txt" | stats |
-        awk '{ print $2 }')"
-    [ "$n" -gt 0 ] && echo "$1 after $2: $(ms "$p50") ms ($n runs)" || echo "$1 after $2: no runs"
-}
-
-# awk: RFC 3339 UTC timestamps of the cm-server log (2026-11-29T10:29:38.050462Z) to microseconds since the
-# epoch (run awk with TZ=UTC).
-AWK_US='
-    function us(ts,   frac) {
-        frac = substr(ts, 21, length(ts) - 21)
-        frac = substr(frac "000000", 1, 6)
-        return mktime(substr(ts, 1, 4) " " substr(ts, 6, 2) " " substr(ts, 9, 2) " " substr(ts, 12, 2) " " \
-            substr(ts, 15, 2) " " substr(ts, 18, 2)) * 1000000 + frac
-    }'
 
 # Sets cpu, mem, fs (the file system of $TMP) and cgroups (v1 or v2) for the report's machine line.
 machine_facts() {

@@ -20,7 +20,8 @@
 # upper layers live in the temp dir, in a private mount namespace the whole script runs in: nothing
 # on the machine is written, and every mount disappears with the script. Only pulls, no containers.
 # Everything (processes, mounts, temp dirs) is cleaned up on exit. Report on stdout, progress on stderr.
-# Needs root, podman (scripts/install-deps --bench), curl, unshare and Debian's docker-registry.
+# Statistics and tables come from cm-bench (tests/src/bin/cm-bench.rs). Needs root, podman
+# (scripts/install-deps --bench), unshare and Debian's docker-registry.
 set -euo pipefail
 shopt -s inherit_errexit   # command substitutions ($(timed_pull ...)) stop at errors too
 
@@ -43,10 +44,9 @@ for n in RUNS MB LAYERS; do
     [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
 done
 command -v podman >/dev/null || die "podman is missing: run scripts/install-deps --bench"
-command -v curl >/dev/null || die "curl is missing: run scripts/install-deps"
 
 # --- binaries -------------------------------------------------------------------------------------
-if [ ! -x "$BIN/cm-server" ] || [ ! -x "$BIN/cm-client" ] || [ ! -x "$BIN/cm-fixture" ]; then
+if [ ! -x "$BIN/cm-server" ] || [ ! -x "$BIN/cm-client" ] || [ ! -x "$BIN/cm-fixture" ] || [ ! -x "$BIN/cm-bench" ]; then
     log "building cm (cargo build --release --workspace --bins)"
     cargo build --release --workspace --bins >&2
 fi
@@ -87,13 +87,8 @@ log "registry on $REGISTRY; pushing a $MB MiB, $LAYERS-layer bench image"
     >"$TMP/push.log" 2>&1 || { tail_log "$TMP/push.log"; die "pushing the bench image failed"; }
 
 # What a pull downloads: the sum of the manifest's sizes (config + every layer, compressed).
-manifest="$(curl -fsS \
-    -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-    "http://$REGISTRY/v2/${REPO_TAG%:*}/manifests/${REPO_TAG##*:}")"
-IMAGE_BYTES="$(grep -o '"size": *[0-9]*' <<<"$manifest" | awk -F: '{ s += $2 } END { print s + 0 }')"
-IMAGE_LAYERS="$(grep -o '"digest"' <<<"$manifest" | awk 'END { print NR - 1 }')"   # minus the config
-[ "$IMAGE_BYTES" -gt 0 ] || die "could not read the image size from the manifest"
+read -r IMAGE_BYTES IMAGE_LAYERS <<<"$("$BIN/cm-bench" image-size --registry "$REGISTRY" --name "$REPO_TAG")" ||
+    die "could not read the image size from the manifest"
 
 # --- cm-server ------------------------------------------------------------------------------------
 CM_HOST="unix:$TMP/cm.sock"
@@ -164,39 +159,25 @@ timed_pull() {
     echo $((t1 - t0))
 }
 
-CM_NS=()
-PODMAN_NS=()
-secs() { awk -v ns="$1" 'BEGIN { printf "%.3f", ns / 1e9 }'; }
-list_secs() { printf '%s\n' "$@" | awk '{ printf "%s%.3f", (NR > 1 ? " " : ""), $1 / 1e9 }'; }
+secs() { printf '%d.%03d' $(($1 / 1000000000)) $(($1 / 1000000 % 1000)); }
+: >"$TMP/runs.txt"
 for ((run = 1; run <= RUNS; run++)); do
-    CM_NS+=("$(timed_pull cm)")
-    PODMAN_NS+=("$(timed_pull podman)")
-    log "run $run/$RUNS: cm $(secs "${CM_NS[-1]}") s, podman $(secs "${PODMAN_NS[-1]}") s"
+    cm_ns="$(timed_pull cm)"
+    podman_ns="$(timed_pull podman)"
+    printf 'cm %s\npodman %s\n' "$cm_ns" "$podman_ns" >>"$TMP/runs.txt"
+    log "run $run/$RUNS: cm $(secs "$cm_ns") s, podman $(secs "$podman_ns") s"
 done
 
 # Every podman run must have downloaded every blob (podman says "skipped: already exists" otherwise).
 ! grep -q 'skipped: already exists' "$TMP/podman.log" || die "a podman pull reused blobs; see $TMP/podman.log"
 
 # --- report ---------------------------------------------------------------------------------------
-# Prints "min median max" in nanoseconds (the median of an even count is the mean of the middle two).
-stats_ns() {
-    printf '%s\n' "$@" | sort -n | awk '
-        { v[NR] = $1 }
-        END {
-            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%.0f %.0f %.0f\n", v[1], m, v[NR]   # not %d: mawk clamps it to 2^31-1
-        }'
-}
-read -r CM_MIN CM_MED CM_MAX <<<"$(stats_ns "${CM_NS[@]}")"
-read -r PM_MIN PM_MED PM_MAX <<<"$(stats_ns "${PODMAN_NS[@]}")"
-mibps() { awk -v b="$IMAGE_BYTES" -v ns="$1" 'BEGIN { printf "%.1f MiB/s", b / 1048576 / (ns / 1e9) }'; }
-row() { echo "| $1 | $RUNS | $(secs "$2") s | $(secs "$3") s | $(secs "$4") s | $(mibps "$3") |"; }
-
 machine_facts
 echo "## cm-client pull vs podman pull"
 echo
 echo "- machine: $(nproc) CPUs (${cpu:-unknown}), $mem RAM, kernel $(uname -r), store on $fs"
-echo "- image: $REF, $(awk -v b="$IMAGE_BYTES" 'BEGIN { printf "%.1f MiB", b / 1048576 }') compressed" \
+mib10=$((IMAGE_BYTES * 10 / 1048576))
+echo "- image: $REF, $((mib10 / 10)).$((mib10 % 10)) MiB compressed" \
     "($IMAGE_BYTES bytes) in $IMAGE_LAYERS layers (busybox + $LAYERS incompressible gzip layers)"
 echo "- $(podman --version), storage driver $DRIVER; cm-server at default settings"
 echo "- each run pulls into an empty store (image removed before); runs interleaved; 1 untimed warm-up each"
@@ -205,16 +186,4 @@ if [ "$DRIVER" = vfs ]; then
     echo "  layer in full on top of the previous ones. That makes podman slower: an unfair comparison.**"
 fi
 echo
-echo "| tool | runs | min | median | max | throughput |"
-echo "|------|-----:|----:|-------:|----:|-----------:|"
-row "cm-client pull" "$CM_MIN" "$CM_MED" "$CM_MAX"
-row "podman pull ($DRIVER)" "$PM_MIN" "$PM_MED" "$PM_MAX"
-echo
-echo "Throughput: compressed image size / median time. Every run, in order (seconds):"
-echo "cm-client $(list_secs "${CM_NS[@]}"); podman $(list_secs "${PODMAN_NS[@]}")."
-echo
-awk -v p="$PM_MED" -v c="$CM_MED" 'BEGIN {
-    r = p / c
-    if (r >= 1) printf "cm-client pull is %.2fx faster than podman pull (median)\n", r
-    else printf "cm-client pull is %.2fx slower than podman pull (median; podman/cm = %.2f)\n", 1 / r, r
-}'
+"$BIN/cm-bench" pull-compare --bytes "$IMAGE_BYTES" --driver "$DRIVER" "$TMP/runs.txt"

@@ -31,13 +31,13 @@
 #   (a) `cm-client --version` (process start, no connection) and `cm-client images` (process start,
 #       connect, one trivial unary call);
 #   (b) `cm-client create`, `start`, `wait` and `rm` of one container, timed separately;
-#   (c) cm-server restarted with --log-level debug: runs split by the server log's timestamps (HTTP/2
-#       frames of the Create and Attach calls, cm_server::containers "created", "started", "exited",
-#       "removed") and the script's own start and end times; then, if `perf trace` works, runs traced
-#       system-wide (syscalls execve, clone, mount, fsync, ...) and split along the container's life,
-#       every second one right after an untimed podman run.
-# The timed cm runs are also split by cm-server's default-level log lines and grouped by the tool that ran
-# just before them (cm runs right after a podman run turned out slower than right after a cm run).
+#   (c) runs through the API with `cm-bench run-latency` (Create with auto-remove, then Attach with start,
+#       as cm-client run --rm does, on one connection), split at the calls and frames the client sees; then,
+#       if `perf trace` works, runs traced system-wide (syscalls execve, clone, mount, fsync, ...) and split
+#       along the container's life, every second one right after an untimed podman run.
+# The timed runs are also grouped by the tool that ran just before them (cm runs right after a podman run
+# turned out slower than right after a cm run). Statistics and tables come from cm-bench
+# (tests/src/bin/cm-bench.rs); no log is read.
 #
 # podman runs as root with a throwaway store (--root/--runroot/--tmpdir and a storage.conf of its own
 # under the temp dir) and its cgroups under /cm-bench-PID-podman. The paths podman 4 writes whatever its
@@ -85,7 +85,7 @@ command -v podman >/dev/null || die "podman is missing: run scripts/install-deps
 command -v runc >/dev/null || die "runc is missing: apt-get install runc"
 
 # --- binaries -------------------------------------------------------------------------------------
-for b in cm-server cm-monitor cm-client cm-fixture; do
+for b in cm-server cm-monitor cm-client cm-fixture cm-bench; do
     if [ ! -x "$BIN/$b" ]; then
         log "building cm (cargo build --release --workspace --bins)"
         cargo build --release --workspace --bins >&2
@@ -170,8 +170,6 @@ ELAPSED_US=0
 STILL_THERE=0
 LAST_TOOL=""   # the tool of the previous run (timed or not), and of the one before this run: PREV_TOOL
 PREV_TOOL=""
-T0=""
-T1=""
 timed_run() {
     local t0 t1 left
     PREV_TOOL="$LAST_TOOL"
@@ -184,8 +182,6 @@ timed_run() {
     fi
     t1=$EPOCHREALTIME
     ELAPSED_US=$((${t1/./} - ${t0/./}))
-    T0="${t0/./}"
-    T1="${t1/./}"
     shopt -s nullglob
     if [ "$1" = cm ]; then left=("$CM_CONTAINERS"/*); else left=("$PODMAN_DIR/root/$DRIVER-containers"/*/); fi
     shopt -u nullglob
@@ -209,7 +205,6 @@ for ((run = 1; run <= RUNS; run++)); do
         CM_US+=("$ELAPSED_US")
         CM_LEFT=$((CM_LEFT + STILL_THERE))
         echo "cm $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
-        echo "$PREV_TOOL $T0 $T1" >>"$TMP/cm-timed-runs.txt"
         timed_run podman
         PODMAN_US+=("$ELAPSED_US")
         PODMAN_LEFT=$((PODMAN_LEFT + STILL_THERE))
@@ -223,7 +218,6 @@ for ((run = 1; run <= RUNS; run++)); do
         CM_US+=("$ELAPSED_US")
         CM_LEFT=$((CM_LEFT + STILL_THERE))
         echo "cm $PREV_TOOL $ELAPSED_US" >>"$TMP/by-predecessor.txt"
-        echo "$PREV_TOOL $T0 $T1" >>"$TMP/cm-timed-runs.txt"
     fi
     log "run $run/$RUNS: cm $(ms "${CM_US[-1]}") ms, podman $(ms "${PODMAN_US[-1]}") ms"
 done
@@ -233,7 +227,7 @@ settle
 [ -z "$(podman_ ps -a -q)" ] || die "podman left containers behind after --rm runs"
 
 # --- where the time goes: (a) and (b) -------------------------------------------------------------
-# Runs "$@" SPLIT_RUNS times (each after settle) and appends "label<TAB>us" lines to $TMP/split.txt.
+# Runs "$@" SPLIT_RUNS times (each after settle) and appends the microseconds of each to $TMP/split-LABEL.txt.
 time_cmd() {
     local label="$1" i t0 t1
     shift
@@ -242,11 +236,10 @@ time_cmd() {
         t0=$EPOCHREALTIME
         "$@" >/dev/null 2>>"$TMP/cm-client.log" </dev/null || die "'$*' failed"
         t1=$EPOCHREALTIME
-        printf '%s\t%s\n' "$label" $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+        echo $((${t1/./} - ${t0/./})) >>"$TMP/split-$label.txt"
     done
 }
 log "where the time goes: (a) process start and a trivial call, (b) create, start, wait, rm"
-: >"$TMP/split.txt"
 time_cmd version "$BIN/cm-client" --version
 time_cmd images cm images
 # (b): the steps of one container, each timed on its own, in the order docker run does them.
@@ -255,38 +248,29 @@ for ((i = 1; i <= SPLIT_RUNS; i++)); do
     t0=$EPOCHREALTIME
     cm create --network "$NETWORK" "$REF" true >"$TMP/id.txt" 2>>"$TMP/cm-client.log" </dev/null || die "cm-client create failed"
     t1=$EPOCHREALTIME
-    printf 'create\t%s\n' $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+    echo $((${t1/./} - ${t0/./})) >>"$TMP/split-create.txt"
     read -r id <"$TMP/id.txt"
     t0=$EPOCHREALTIME
     cm start "$id" >/dev/null 2>>"$TMP/cm-client.log" </dev/null || die "cm-client start failed"
     t1=$EPOCHREALTIME
-    printf 'start\t%s\n' $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+    echo $((${t1/./} - ${t0/./})) >>"$TMP/split-start.txt"
     t0=$EPOCHREALTIME
     cm wait "$id" >"$TMP/code.txt" 2>>"$TMP/cm-client.log" </dev/null || die "cm-client wait failed"
     t1=$EPOCHREALTIME
-    printf 'wait\t%s\n' $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+    echo $((${t1/./} - ${t0/./})) >>"$TMP/split-wait.txt"
     read -r code <"$TMP/code.txt"
     [ "$code" = 0 ] || die "the container exited with $code, not 0"
     t0=$EPOCHREALTIME
     cm rm "$id" >/dev/null 2>>"$TMP/cm-client.log" </dev/null || die "cm-client rm failed"
     t1=$EPOCHREALTIME
-    printf 'rm\t%s\n' $((${t1/./} - ${t0/./})) >>"$TMP/split.txt"
+    echo $((${t1/./} - ${t0/./})) >>"$TMP/split-rm.txt"
 done
 
-# --- where the time goes: (c) the server log ------------------------------------------------------
-log "where the time goes: (c) cm-server --log-level debug, $SPLIT_RUNS runs split by its log"
+# --- where the time goes: (c) the API ------------------------------------------------------------
+log "where the time goes: (c) $SPLIT_RUNS runs through the API, split at the calls and frames the client sees"
 settle
-stop_pid "$SERVER_PID"
-SERVER_PID=""
-start_server "$TMP/cm-server-debug.log" --log-level debug
-: >"$TMP/log-runs.txt"
-for ((i = 1; i <= SPLIT_RUNS; i++)); do
-    settle
-    t0=$EPOCHREALTIME
-    run_cm true >/dev/null || die "cm run failed"
-    t1=$EPOCHREALTIME
-    echo "${t0/./} ${t1/./}" >>"$TMP/log-runs.txt"
-done
+"$BIN/cm-bench" run-latency --host "$CM_HOST" --image "$REF" --network "$NETWORK" --runs "$SPLIT_RUNS" \
+    >"$TMP/run-latency.txt" || { tail_log "$TMP/cm-server.log"; die "cm-bench run-latency failed"; }
 settle
 
 # --- where the time goes: (c) perf trace ----------------------------------------------------------
@@ -323,8 +307,8 @@ else
 fi
 
 # --- report ---------------------------------------------------------------------------------------
-read -r CM_MIN CM_P50 CM_P90 CM_MAX <<<"$(printf '%s\n' "${CM_US[@]}" | stats)"
-read -r PM_MIN PM_P50 PM_P90 PM_MAX <<<"$(printf '%s\n' "${PODMAN_US[@]}" | stats)"
+printf '%s\n' "${CM_US[@]}" >"$TMP/cm-us.txt"
+CM_P50="$("$BIN/cm-bench" median "$TMP/cm-us.txt")"
 
 machine_facts
 echo "## cm-client run --rm vs podman run --rm (busybox, \`true\`, network $NETWORK)"
@@ -350,55 +334,10 @@ if [ "$DRIVER" = vfs ]; then
     echo "  every container. That makes podman slower: an unfair comparison.**"
 fi
 echo
-echo "| command | runs | min | p50 | p90 | max |"
-echo "|---------|-----:|----:|----:|----:|----:|"
-row() { echo "| $1 | $RUNS | $(ms "$2") ms | $(ms "$3") ms | $(ms "$4") ms | $(ms "$5") ms |"; }
-row "cm-client run --rm" "$CM_MIN" "$CM_P50" "$CM_P90" "$CM_MAX"
-row "podman run --rm" "$PM_MIN" "$PM_P50" "$PM_P90" "$PM_MAX"
-echo
-report_comparison run
+report_comparison run "cm-client run --rm" "podman run --rm"
 
-# The timed cm runs split by the lines cm-server logs at its default level ("created", "started", "exited";
-# the first after the run began, then the same container's), by the tool that ran just before.
-TZ=UTC awk "$AWK_US"'
-    FNR == NR { n++; prev[n] = $1; t0[n] = $2; t1[n] = $3; next }
-    / cm_server::containers: (created|started|exited) container=/ {
-        m++; ev_t[m] = us($1); ev_k[m] = $4
-        match($0, /container=[0-9a-f]+/); ev_id[m] = substr($0, RSTART + 10, RLENGTH - 10)
-    }
-    END {
-        for (r = 1; r <= n; r++) {
-            cr = st = ex = -1; id = ""
-            for (j = 1; j <= m; j++) {
-                if (cr < 0 && ev_k[j] == "created" && ev_t[j] >= t0[r]) { cr = ev_t[j]; id = ev_id[j] }
-                else if (cr >= 0 && ev_id[j] == id && ev_k[j] == "started") st = ev_t[j]
-                else if (cr >= 0 && ev_id[j] == id && ev_k[j] == "exited") ex = ev_t[j]
-            }
-            if (cr < 0 || st < 0 || ex < 0 || ex > t1[r]) continue
-            print prev[r], "a", cr - t0[r]; print prev[r], "b", st - cr
-            print prev[r], "c", ex - st; print prev[r], "d", t1[r] - ex
-        }
-    }' "$TMP/cm-timed-runs.txt" "$TMP/cm-server.log" >"$TMP/timed-split.txt"
-timed_split() {   # predecessor, phase: the median in ms, or -
-    local v
-    v="$(awk -v p="$1" -v k="$2" '$1 == p && $2 == k { print $3 }' "$TMP/timed-split.txt" | stats |
-        awk '{ print $2 }')"
-    [ "$v" = - ] && echo - || echo "$(ms "$v") ms"
-}
-echo
-echo "The timed cm runs split by cm-server's log (default level), p50 after a cm run / after a podman run:" \
-    "client exec → \"created\" $(timed_split cm a) / $(timed_split podman a);" \
-    "\"created\" → \"started\" $(timed_split cm b) / $(timed_split podman b);" \
-    "\"started\" → \"exited\" $(timed_split cm c) / $(timed_split podman c);" \
-    "\"exited\" → client exit $(timed_split cm d) / $(timed_split podman d)."
-
-# Prints "| label | n | median | min | max |" for the split.txt rows with that key.
-split_row() {
-    local key="$1" label="$2" min p50 p90 max
-    read -r min p50 p90 max <<<"$(awk -F'\t' -v k="$key" '$1 == k { print $2 }' "$TMP/split.txt" | stats)"
-    echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$max") ms |"
-}
-split_median() { awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$TMP/split.txt" | stats | awk '{ print $2 }'; }
+split_row() { "$BIN/cm-bench" row --short --label "$2" "$TMP/split-$1.txt"; }
+split_median() { "$BIN/cm-bench" median "$TMP/split-$1.txt"; }
 echo
 echo "## Where the time goes (cm)"
 echo
@@ -425,75 +364,14 @@ echo
 echo "Sum of the four medians: $(ms "$sum") ms (four client processes), against $(ms "$CM_P50") ms for one" \
     "\`cm-client run --rm\` (p50 above; one process, and its container is removed after it returns)."
 
-# (c) log split. Log timestamps (RFC 3339, UTC) to microseconds since the epoch, then per run the first
-# matching line after the previous mark.
 echo
-echo "### (c) one run split by the cm-server log ($SPLIT_RUNS runs, --log-level debug)"
+echo "### (c) one run through the API, split at the calls and frames the client sees ($SPLIT_RUNS runs)"
 echo
-TZ=UTC awk "$AWK_US"'
-    FNR == NR { n++; t0[n] = $1; t1[n] = $2; next }
-    /^[0-9][0-9][0-9][0-9]-/ {
-        t = us($1); kind = ""
-        if (index($0, "h2::codec::framed_read: received frame=Headers { stream_id: StreamId(1),")) kind = "h1"
-        else if (index($0, "h2::codec::framed_read: received frame=Headers { stream_id: StreamId(3),")) kind = "h3"
-        else if (index($0, "h2::codec::framed_write: send frame=Data { stream_id: StreamId(3)")) kind = "d3"
-        else if (index($0, "cm_server::containers: created container=")) kind = "created"
-        else if (index($0, "cm_server::containers: started container=")) kind = "started"
-        else if (index($0, "cm_server::containers: exited container=")) kind = "exited"
-        else if (index($0, "cm_server::containers: removed container=")) kind = "removed"
-        if (kind == "") next
-        m++; ev_t[m] = t; ev_k[m] = kind
-        if (match($0, /container=[0-9a-f]+/)) ev_id[m] = substr($0, RSTART + 10, RLENGTH - 10)
-    }
-    # The first event of kind k at or after time t (and of container id, when given), else -1.
-    function find(k, t, id,   j) {
-        for (j = 1; j <= m; j++)
-            if (ev_k[j] == k && ev_t[j] >= t && (id == "" || ev_id[j] == id)) { found_id = ev_id[j]; return ev_t[j] }
-        return -1
-    }
-    END {
-        for (r = 1; r <= n; r++) {
-            h1 = find("h1", t0[r], "")
-            cr = find("created", h1, ""); id = found_id
-            h3 = find("h3", cr, "")
-            st = find("started", h3, id)
-            ex = find("exited", st, id)
-            ef = -1
-            # The exit frame: the first Data frame on stream 3 after "exited" (the Started frame comes before).
-            for (j = 1; j <= m; j++) if (ev_k[j] == "d3" && ev_t[j] >= ex) { ef = ev_t[j]; break }
-            rm = find("removed", ex, id)
-            if (h1 < 0 || cr < 0 || h3 < 0 || st < 0 || ex < 0 || ef < 0 || rm < 0 || ef > t1[r]) {
-                printf "incomplete %d\n", r; continue
-            }
-            printf "p1 %d\np2 %d\np3 %d\np4 %d\np5 %d\np6 %d\np7 %d\ntotal %d\nrm %d\n", \
-                h1 - t0[r], cr - h1, h3 - cr, st - h3, ex - st, ef - ex, t1[r] - ef, t1[r] - t0[r], rm - ex
-        }
-    }' "$TMP/log-runs.txt" "$TMP/cm-server-debug.log" >"$TMP/log-split.txt"
-log_row() {   # key, then the label (its words may come as several arguments)
-    local key="$1" label="${*:2}" n min p50 p90 max
-    n="$(awk -v k="$key" '$1 == k' "$TMP/log-split.txt" | wc -l)"
-    read -r min p50 p90 max <<<"$(awk -v k="$key" '$1 == k { print $2 }' "$TMP/log-split.txt" | stats)"
-    [ "$n" -gt 0 ] || { echo "| $label | - | - | - |"; return 0; }
-    echo "| $label | $(ms "$p50") ms | $(ms "$min") ms | $(ms "$max") ms |"
-}
-incomplete="$(awk '$1 == "incomplete"' "$TMP/log-split.txt" | wc -l)"
-echo "| phase (what happens) | median | min | max |"
-echo "|----------------------|-------:|----:|----:|"
-log_row p1 "client exec → Create request at the server: client process start, connect, HTTP/2 handshake"
-log_row p2 "Create request → \"created\": resolve image, write the record (fsync)"
-log_row p3 "\"created\" → Attach request at the server: Create response, client sends Attach(start)"
-log_row p4 "Attach request → \"started\": cgroup, /etc files + bundle (fsync), cm-monitor spawn" \
-    "(namespaces, cgroup placement, fsync), go-ahead, record (fsync)"
-log_row p5 "\"started\" → \"exited\": init mounts rootfs + pivot_root, exec \`true\`, exit; monitor" \
-    "writes exit.json (fsync); server removes the cgroup"
-log_row p6 "\"exited\" → exit frame sent: record the exit (fsync)"
-log_row p7 "exit frame → client exited: client receives it and exits"
-log_row total "**total** (client exec → exit)"
-log_row rm "\"exited\" → \"removed\" (auto-remove; after the client returned, not in the latency)"
+echo "\`cm-bench run-latency\`: what \`cm-client run --rm\` does (Create with auto-remove, then Attach with"
+echo "start), on one connection, so without the client's process start and connect ((a) above); each phase is"
+echo "measured at the client and includes the transport both ways."
 echo
-echo "Phases are between log lines (debug level adds the HTTP/2 frame lines); medians of phases need not add" \
-    "up to the median total.$([ "$incomplete" -gt 0 ] &&
-        echo " $incomplete run(s) lacked a log line and are left out.")"
+cat "$TMP/run-latency.txt"
 
 # (c) perf trace split.
 if [ "$PERF_OK" = 1 ]; then
@@ -633,8 +511,7 @@ if [ "$PERF_OK" = 1 ]; then
         "back to back from the client's execve to its exit_group; fsync: time in fsync calls of cm-server" \
         "and cm-monitor inside the interval. For scale: fork to exit took" \
         "$(ms "$(stats <"$TMP/perf-runs.txt" | awk '{ print $2 }')") ms (median) in these traced runs and" \
-        "$(ms "$(awk '$1 == "total" { print $2 }' "$TMP/log-split.txt" | stats | awk '{ print $2 }')") ms" \
-        "in the untraced runs of the log split above (same server); the difference is tracing overhead" \
+        "$(ms "$CM_P50") ms in the untraced timed runs above (same server); the difference is tracing overhead" \
         "and noise.$(grep -q LOST "$TMP/perf-trace.txt" && echo " perf reported lost events.")"
     echo
     echo "| interval (what happens) | median | min | max | fsync (median) |"

@@ -12,7 +12,7 @@
 # on its default bridge, so its samples also read eth0 counters,
 # podman: `podman run -d --network none --runtime runc`). Then, with all of them running:
 #
-# - cm, the API: `cm-fixture stats-latency`, a loop over the generated gRPC client on one connection, times
+# - cm, the API: `cm-bench stats-latency`, a loop over the generated gRPC client on one connection, times
 #   RUNS one-shot Stats calls (no_stream) of the first container, then RUNS of all running containers (an empty
 #   list), each from sending the request to the end of the stream, and checks every call returned 1 (resp.
 #   CONTAINERS) samples. This is what a program using the API pays; `cm-client --version` (process start
@@ -21,7 +21,8 @@
 # - podman: `podman stats --no-stream --no-reset CONTAINER` and `podman stats --no-stream --no-reset` (all),
 #   PODMAN_RUNS times each, wall clock from fork to exit (bash's $EPOCHREALTIME).
 #
-# Percentiles: p50 is the median (mean of the middle two for an even count), p90 the nearest rank.
+# Percentiles: p50 is the median (mean of the middle two for an even count), p90 the nearest rank; statistics
+# and tables come from cm-bench (tests/src/bin/cm-bench.rs).
 # Isolation and cleanup as in bench/exec.sh: podman runs with a throwaway store (--root/--runroot/--tmpdir and
 # a storage.conf of its own under the temp dir) and its cgroups under /cm-bench-PID-podman; /etc, /var/lib and
 # /run are covered by overlays and /dev/shm by a tmpfs in a private mount namespace the whole script runs in.
@@ -61,7 +62,7 @@ command -v podman >/dev/null || die "podman is missing: run scripts/install-deps
 command -v runc >/dev/null || die "runc is missing: apt-get install runc"
 
 # --- binaries -------------------------------------------------------------------------------------
-for b in cm-server cm-monitor cm-client cm-fixture; do
+for b in cm-server cm-monitor cm-client cm-fixture cm-bench; do
     if [ ! -x "$BIN/$b" ]; then
         log "building cm (cargo build --release --workspace --bins)"
         cargo build --release --workspace --bins >&2
@@ -131,10 +132,10 @@ time_cmd() {
 
 LOAD_BEFORE="$(cut -d ' ' -f 1-3 /proc/loadavg)"
 log "cm: $RUNS one-shot Stats calls of one container, then of all $CONTAINERS (one connection)"
-"$BIN/cm-fixture" stats-latency --host "$CM_HOST" --runs 3 --expect 1 "${CM_IDS[0]}" >/dev/null   # warm-up
-"$BIN/cm-fixture" stats-latency --host "$CM_HOST" --runs "$RUNS" --expect 1 "${CM_IDS[0]}" >"$TMP/cm-one.txt" ||
+"$BIN/cm-bench" stats-latency --host "$CM_HOST" --runs 3 --expect 1 "${CM_IDS[0]}" >/dev/null   # warm-up
+"$BIN/cm-bench" stats-latency --host "$CM_HOST" --runs "$RUNS" --expect 1 "${CM_IDS[0]}" >"$TMP/cm-one.txt" ||
     { tail_log "$TMP/cm-server.log"; die "timing Stats of one container failed"; }
-"$BIN/cm-fixture" stats-latency --host "$CM_HOST" --runs "$RUNS" --expect "$CONTAINERS" >"$TMP/cm-all.txt" ||
+"$BIN/cm-bench" stats-latency --host "$CM_HOST" --runs "$RUNS" --expect "$CONTAINERS" >"$TMP/cm-all.txt" ||
     { tail_log "$TMP/cm-server.log"; die "timing Stats of all containers failed"; }
 time_cmd cm-version "$SPLIT_RUNS" "$BIN/cm-client" --version
 log "podman: $PODMAN_RUNS \`podman stats --no-stream\` of one container, then of all $CONTAINERS"
@@ -160,25 +161,21 @@ load_lines
 echo
 echo "| what | runs | min | p50 | p90 | max |"
 echo "|------|-----:|----:|----:|----:|----:|"
-row() {
-    local min p50 p90 max
-    read -r min p50 p90 max <<<"$(stats <"$TMP/$2.txt")"
-    echo "| $1 | $(wc -l <"$TMP/$2.txt") | $(ms "$min") ms | $(ms "$p50") ms | $(ms "$p90") ms | $(ms "$max") ms |"
-}
+row() { "$BIN/cm-bench" row --label "$1" "$TMP/$2.txt"; }
 row "cm Stats, 1 container (API)" cm-one
 row "cm Stats, all $CONTAINERS containers in one call (API)" cm-all
 row "\`cm-client --version\` (process start, no call)" cm-version
 row "podman stats --no-stream, 1 container" podman-one
 row "podman stats --no-stream, all $CONTAINERS containers" podman-all
 echo
-p50() { stats <"$TMP/$1.txt" | awk '{ print $2 }'; }
+p50() { "$BIN/cm-bench" median "$TMP/$1.txt"; }
 CM_ONE="$(p50 cm-one)"
 if [ "$CM_ONE" -le $((TARGET_MS * 1000)) ]; then
     echo "Target: one-shot Stats of one container p50 <= $TARGET_MS ms: **met** (p50 $(ms "$CM_ONE") ms)"
 else
     echo "Target: one-shot Stats of one container p50 <= $TARGET_MS ms: **not met** (p50 $(ms "$CM_ONE") ms)"
 fi
-awk -v c="$(p50 cm-all)" -v p="$(p50 podman-all)" -v n="$CONTAINERS" 'BEGIN {
-    printf "All %d containers: cm %.1f ms (%.0f us a container), podman %.1f ms: podman / cm = %.0fx\n",
-        n, c / 1000, c / n, p / 1000, p / c
-}'
+CM_ALL="$(p50 cm-all)"
+PM_ALL="$(p50 podman-all)"
+echo "All $CONTAINERS containers: cm $(ms "$CM_ALL") ms ($((CM_ALL / CONTAINERS)) us a container)," \
+    "podman $(ms "$PM_ALL") ms: podman / cm = $((PM_ALL / CM_ALL))x"

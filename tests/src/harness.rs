@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
 use crate::server::{CmServer, die_with_parent};
+use crate::{Registry, fixtures, push_image};
 
 /// How long one cm-client call may take before the test calls it hung.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,6 +178,18 @@ impl Drop for TestServer {
     }
 }
 
+/// The start most suites share: a registry with the busybox fixture pushed as `test/busybox:latest`, and a
+/// [`TestServer`] started with `server_flags` that has pulled it. Returns the registry, the server and the
+/// image's reference.
+pub fn busybox_registry_and_server(server_flags: &[&str]) -> Result<(Registry, TestServer, String)> {
+    let registry = Registry::start()?;
+    push_image(&registry.addr(), "test/busybox", "latest", &fixtures::busybox_image())?;
+    let image = format!("{}/test/busybox:latest", registry.addr());
+    let server = TestServer::start(server_flags)?;
+    server.cli_ok(&["pull", &image])?;
+    Ok((registry, server, image))
+}
+
 /// Runs `command` to its end, with `input` on stdin (else /dev/null), killing it after `limit`.
 pub fn bounded(mut command: Command, input: Option<&[u8]>, limit: Duration) -> Result<Output> {
     let what = describe(&command);
@@ -269,8 +282,10 @@ pub fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> Re
     Ok(())
 }
 
+/// A tokio runtime for one test's async part: two workers, so a spawned task (a reader of a 200 MB stream, a
+/// waiter) runs on while the test's own future blocks or waits.
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
 
 /// Whether this host's /sys/fs/cgroup is the unified (v2) hierarchy.

@@ -7,9 +7,13 @@
 //!   tampered);
 //! - [`push_image`], [`push_index`]: the Registry v2 push protocol over plain HTTP.
 //! - [`pty`]: a pseudo-terminal to drive a command (cm-client -it) as a person at a terminal would.
+//! - [`harness`]: what every suite shares: the [`harness::TestServer`], bounded waits, [`harness::run_suite`]
+//!   and its leave-nothing-behind check.
+//! - [`bench`]: statistics and report text for the benchmarks in bench/ (the `cm-bench` binary).
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod fixtures;
 pub mod harness;
 pub mod image;

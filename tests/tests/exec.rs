@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use cm_api::v1 as pb;
-use cm_e2e::server::CmServer;
+use cm_e2e::Registry;
+use cm_e2e::harness::{TestServer, busybox_registry_and_server, run_suite, runtime};
 use cm_e2e::trials;
-use cm_e2e::{Registry, fixtures, push_image};
 use libtest_mimic::Arguments;
 use pb::exec_request::Frame as In;
 use pb::exec_response::Frame as Out;
@@ -21,18 +21,14 @@ use tokio_stream::wrappers::ReceiverStream;
 
 struct World {
     _registry: Registry,
-    server: CmServer,
+    server: TestServer,
     image: String,
     /// A container running `sleep` for the whole binary.
     container: String,
 }
 
 fn setup() -> Result<World> {
-    let registry = Registry::start()?;
-    push_image(&registry.addr(), "test/busybox", "latest", &fixtures::busybox_image())?;
-    let image = format!("{}/test/busybox:latest", registry.addr());
-    let server = CmServer::start_with(&["--cgroup-parent", &format!("cm-e2e-exec-{}", std::process::id())])?;
-    server.client_ok(&["pull", &image])?;
+    let (registry, server, image) = busybox_registry_and_server(&[])?;
     let container = server.client_ok(&["run", "-d", "--name", "target", &image, "sleep", "100000"])?.trim().to_string();
     Ok(World { _registry: registry, server, image, container })
 }
@@ -54,14 +50,8 @@ fn main() {
         grpcurl_drives_exec_with_a_streamed_request,
         an_exec_right_after_start_sees_the_containers_root,
     ];
-    let conclusion = libtest_mimic::run(&args, trials);
-    let _ = world.server.client(&["rm", "-f", &world.container]);
-    drop(world);
-    conclusion.exit();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+    // The shared server removes the long-running container, and every other, when it checks it left nothing.
+    run_suite(&args, trials, world, |w| &w.server);
 }
 
 fn start(container: &str, argv: &[&str]) -> pb::ExecStart {

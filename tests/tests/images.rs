@@ -5,10 +5,11 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use cm_api::v1 as pb;
+use cm_e2e::harness::*;
 use cm_e2e::proxy::SlowProxy;
 use cm_e2e::server::CmServer;
 use cm_e2e::trials;
@@ -18,7 +19,7 @@ use libtest_mimic::Arguments;
 /// The registry and what was pushed to it.
 struct World {
     registry: Registry,
-    server: CmServer,
+    server: TestServer,
     busybox: Image,
     multilayer: Image,
     hostile: HostileImage,
@@ -53,7 +54,7 @@ fn setup() -> Result<World> {
     let bench = fixtures::bench_image(24, 3);
     push_image(&addr, "test/big", "latest", &bench)?;
     let slow = SlowProxy::start(&addr, 4 << 20)?;
-    let server = CmServer::start()?;
+    let server = TestServer::start(&[])?;
     Ok(World { slow, registry, server, busybox, multilayer, hostile, tampered, bench })
 }
 
@@ -76,20 +77,10 @@ fn main() {
         client_disconnect_mid_pull_leaves_a_consistent_store,
         a_live_socket_is_refused_and_a_stale_one_replaced,
     ];
-    let conclusion = libtest_mimic::run(&args, trials);
-    drop(world);
-    conclusion.exit();
+    run_suite(&args, trials, world, |w| &w.server);
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn chain_ids(image: &Image) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -109,28 +100,6 @@ fn snapshot(server: &CmServer, chain_id: &str) -> PathBuf {
 
 fn blob(server: &CmServer, digest: &str) -> PathBuf {
     server.root().join("images/blobs/sha256").join(digest.trim_start_matches("sha256:"))
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default()
-}
-
-/// Waits (bounded) for a condition the server reaches asynchronously.
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for: {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 // -------------------------------------------------------------------------------------------------- tests
@@ -166,7 +135,7 @@ fn pull_streams_progress_then_lists_and_inspects_the_image(w: &World) -> Result<
 }
 
 fn second_pull_downloads_nothing_and_says_so(w: &World) -> Result<()> {
-    let server = CmServer::start()?;
+    let server = TestServer::start(&[])?;
     let reference = w.reference("test/multilayer:latest");
     let first = server.client_ok(&["pull", &reference])?;
     ensure!(first.contains("Downloaded newer image"), "first pull:\n{first}");
@@ -261,7 +230,7 @@ fn hostile_layer_writes_nothing_outside_the_store(w: &World) -> Result<()> {
 }
 
 fn hardlink_to_a_host_file_fails_the_pull_and_links_nothing(w: &World) -> Result<()> {
-    let server = CmServer::start()?;
+    let server = TestServer::start(&[])?;
     let links = std::fs::metadata(cm_e2e::HOSTILE_HARDLINK_TARGET)?.nlink();
     let out = server.client(&["pull", &w.reference("test/hostile-hardlink:latest")]);
     ensure!(!out.status.success(), "the pull succeeded");
@@ -284,7 +253,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn tampered_blob_is_refused_and_nothing_is_stored(w: &World) -> Result<()> {
-    let server = CmServer::start()?;
+    let server = TestServer::start(&[])?;
     let out = server.client(&["pull", &w.reference("test/tampered:latest")]);
     ensure!(!out.status.success(), "tampered pull succeeded:\n{}", stdout(&out));
     let err = stderr(&out);
@@ -292,10 +261,10 @@ fn tampered_blob_is_refused_and_nothing_is_stored(w: &World) -> Result<()> {
     ensure!(err.contains(&w.tampered.tampered_layer_digest), "error does not name the layer: {err}");
     let images = server.client_ok(&["images", "-q"])?;
     ensure!(images.trim().is_empty(), "an image was recorded: {images}");
-    eventually("store emptied", || {
-        entries(&server.root().join("images/snapshots")).is_empty()
+    eventually("store emptied", Duration::from_secs(10), || {
+        Ok(entries(&server.root().join("images/snapshots")).is_empty()
             && entries(&server.root().join("images/blobs/sha256")).is_empty()
-            && entries(&server.root().join("images/tmp")).is_empty()
+            && entries(&server.root().join("images/tmp")).is_empty())
     })?;
     ensure!(!blob(&server, &w.tampered.tampered_layer_digest).exists());
     Ok(())
@@ -343,7 +312,7 @@ fn grpcurl_lists_describes_checks_health_and_pulls(w: &World) -> Result<()> {
 }
 
 fn rmi_untags_and_collects_only_unshared_content(w: &World) -> Result<()> {
-    let server = CmServer::start()?;
+    let server = TestServer::start(&[])?;
     server.client_ok(&["pull", &w.reference("test/busybox:latest")])?;
     server.client_ok(&["pull", &w.reference("test/multilayer:latest")])?;
     let busybox_chain = chain_ids(&w.busybox)[0].clone();
@@ -380,21 +349,23 @@ async fn pull_until_downloading(server: &CmServer, reference: &str) -> Result<to
 fn store_is_consistent(server: &CmServer) -> Result<()> {
     let images = server.client_ok(&["images", "-q"])?;
     ensure!(images.trim().is_empty(), "a half-pulled image was recorded: {images}");
-    eventually("tmp/ emptied and garbage collected", || {
-        entries(&server.root().join("images/tmp")).is_empty()
-            && entries(&server.root().join("images/snapshots")).is_empty()
+    eventually("tmp/ emptied and garbage collected", Duration::from_secs(10), || {
+        Ok(entries(&server.root().join("images/tmp")).is_empty()
+            && entries(&server.root().join("images/snapshots")).is_empty())
     })
 }
 
 fn client_disconnect_mid_pull_leaves_a_consistent_store(w: &World) -> Result<()> {
-    let server = CmServer::start()?;
+    let server = TestServer::start(&[])?;
     let reference = format!("{}/test/big:latest", w.slow.addr());
     runtime().block_on(async {
         let stream = pull_until_downloading(&server, &reference).await?;
         drop(stream);
         anyhow::Ok(())
     })?;
-    eventually("the server noticed the cancel", || server.log().contains("pull cancelled"))?;
+    eventually("the server noticed the cancel", Duration::from_secs(10), || {
+        Ok(server.log().contains("pull cancelled"))
+    })?;
     store_is_consistent(&server)?;
     let out = server.client_ok(&["pull", &reference])?;
     ensure!(out.contains(&w.bench.config_blob().digest), "{out}");
@@ -402,7 +373,7 @@ fn client_disconnect_mid_pull_leaves_a_consistent_store(w: &World) -> Result<()>
 }
 
 fn server_killed_mid_pull_restarts_consistent_and_pulls_again(w: &World) -> Result<()> {
-    let mut server = CmServer::start()?;
+    let mut server = TestServer::start(&[])?;
     let reference = format!("{}/test/big:latest", w.slow.addr());
     runtime().block_on(async {
         let _stream = pull_until_downloading(&server, &reference).await?;
@@ -427,7 +398,7 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced(w: &World) -> Result<()> {
     let mode = std::fs::metadata(w.server.socket())?.mode() & 0o777;
     ensure!(mode == 0o660, "socket mode {mode:o}");
 
-    let mut server = CmServer::start()?;
+    let mut server = TestServer::start(&[])?;
     server.kill(); // leaves its socket file behind
     ensure!(server.socket().exists(), "a killed server's socket should remain");
     server.restart()?;

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cm_api::v1 as pb;
+use cm_e2e::Registry;
 use cm_e2e::harness::*;
 use cm_e2e::server::CmServer;
 use cm_e2e::trials;
-use cm_e2e::{Registry, fixtures, push_image};
 use libtest_mimic::Arguments;
 
 struct World {
@@ -27,11 +27,7 @@ struct World {
 }
 
 fn setup() -> Result<World> {
-    let registry = Registry::start()?;
-    push_image(&registry.addr(), "test/busybox", "latest", &fixtures::busybox_image())?;
-    let image = format!("{}/test/busybox:latest", registry.addr());
-    let server = TestServer::start(&[])?;
-    server.cli_ok(&["pull", &image])?;
+    let (registry, server, image) = busybox_registry_and_server(&[])?;
     Ok(World { _registry: registry, server, image })
 }
 

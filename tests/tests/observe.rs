@@ -5,17 +5,17 @@
 //! the server rotates logs at 64 KiB keeping 3 files.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cm_api::v1 as pb;
-use cm_e2e::harness::{eventually, runtime, unique};
-use cm_e2e::server::{CmServer, die_with_parent};
+use cm_e2e::Registry;
+use cm_e2e::harness::{TestServer, busybox_registry_and_server, eventually, run_suite, runtime, unique};
+use cm_e2e::server::die_with_parent;
 use cm_e2e::trials;
-use cm_e2e::{Registry, fixtures, push_image};
 use libtest_mimic::Arguments;
 use serde_json::Value;
 
@@ -27,20 +27,14 @@ const MAX_RECORD: u64 = (64 << 10) + 64;
 
 struct World {
     _registry: Registry,
-    server: CmServer,
+    server: TestServer,
     image: String,
 }
 
 fn setup() -> Result<World> {
-    let registry = Registry::start()?;
-    push_image(&registry.addr(), "test/busybox", "latest", &fixtures::busybox_image())?;
-    let image = format!("{}/test/busybox:latest", registry.addr());
-    let parent = format!("cm-e2e-observe-{}", std::process::id());
     let size = LOG_MAX_SIZE.to_string();
     let files = LOG_MAX_FILES.to_string();
-    let server =
-        CmServer::start_with(&["--cgroup-parent", &parent, "--log-max-size", &size, "--log-max-files", &files])?;
-    server.client_ok(&["pull", &image])?;
+    let (registry, server, image) = busybox_registry_and_server(&["--log-max-size", &size, "--log-max-files", &files])?;
     Ok(World { _registry: registry, server, image })
 }
 
@@ -62,35 +56,10 @@ fn main() {
         grpcurl_gets_one_shot_stats_and_a_bad_events_filter_is_refused,
         a_ping_between_two_containers_moves_both_network_counters,
     ];
-    let conclusion = libtest_mimic::run(&args, trials);
-    if !args.list {
-        let _ = remove_all(&world.server);
-    }
-    drop(world);
-    conclusion.exit();
+    run_suite(&args, trials, world, |w| &w.server);
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
-
-/// `run -d ARGS`: the container's id.
-fn run_detached(w: &World, args: &[&str]) -> Result<String> {
-    let mut full = vec!["run", "-d"];
-    full.extend_from_slice(args);
-    let id = w.server.client_ok(&full)?.trim().to_string();
-    ensure!(id.len() == 64, "run -d printed {id:?}");
-    Ok(id)
-}
-
-fn remove_all(server: &CmServer) -> Result<()> {
-    let ids = server.client_ok(&["ps", "-a", "-q", "--no-trunc"])?;
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if !ids.is_empty() {
-        let mut args = vec!["rm", "-f"];
-        args.extend(ids);
-        server.client_ok(&args)?;
-    }
-    Ok(())
-}
 
 /// Removes the container when the test is done, passed or failed.
 struct Removed<'a>(&'a World, String);
@@ -143,10 +112,6 @@ fn logs_request(container: &str) -> pb::LogsRequest {
     pb::LogsRequest { container: container.into(), ..Default::default() }
 }
 
-fn container_dir(w: &World, id: &str) -> PathBuf {
-    w.server.root().join("containers").join(id)
-}
-
 /// The container's log files with their sizes.
 fn log_files(dir: &Path) -> Vec<(String, u64)> {
     let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
@@ -167,7 +132,7 @@ fn code(result: Result<impl Sized, tonic::Status>) -> Option<tonic::Code> {
 // -------------------------------------------------------------------------------------------------- stats
 
 fn a_busy_loop_limited_to_half_a_cpu_reads_about_fifty_percent_and_the_stream_ends_with_it(w: &World) -> Result<()> {
-    let id = run_detached(w, &["--cpus", "0.5", &w.image, "sh", "-c", "while :; do :; done"])?;
+    let id = w.server.run_detached(&["--cpus", "0.5", &w.image, "sh", "-c", "while :; do :; done"])?;
     let _removed = Removed(w, id.clone());
     runtime().block_on(async {
         let mut client = w.server.grpc().await?;
@@ -207,7 +172,7 @@ fn a_busy_loop_limited_to_half_a_cpu_reads_about_fifty_percent_and_the_stream_en
 fn memory_written_to_shm_and_processes_show_in_the_sample(w: &World) -> Result<()> {
     let script =
         "dd if=/dev/zero of=/dev/shm/fill bs=1M count=20 2>/dev/null; sleep 1000 & sleep 1000 & exec sleep 1000";
-    let id = run_detached(w, &["-m", "64m", "--pids-limit", "50", &w.image, "sh", "-c", script])?;
+    let id = w.server.run_detached(&["-m", "64m", "--pids-limit", "50", &w.image, "sh", "-c", script])?;
     let _removed = Removed(w, id.clone());
     let mut last = None;
     eventually("20 MiB charged and 3 processes", Duration::from_secs(10), || {
@@ -235,9 +200,9 @@ fn one_shot_json_covers_every_running_container_and_the_table_has_dockers_column
     let b = unique("stats-b");
     let done = unique("stats-done");
     let ids = [
-        run_detached(w, &["--name", &a, &w.image, "sleep", "1000"])?,
-        run_detached(w, &["--name", &b, &w.image, "sleep", "1000"])?,
-        run_detached(w, &["--name", &done, &w.image, "true"])?,
+        w.server.run_detached(&["--name", &a, &w.image, "sleep", "1000"])?,
+        w.server.run_detached(&["--name", &b, &w.image, "sleep", "1000"])?,
+        w.server.run_detached(&["--name", &done, &w.image, "true"])?,
     ];
     let _removed: Vec<Removed> = ids.iter().map(|id| Removed(w, id.clone())).collect();
     wait_exited(w, &done)?;
@@ -288,7 +253,7 @@ fn one_shot_json_covers_every_running_container_and_the_table_has_dockers_column
 
 fn stats_of_unknown_or_stopped_containers_and_bad_intervals_are_refused(w: &World) -> Result<()> {
     let done = unique("stats-stopped");
-    let id = run_detached(w, &["--name", &done, &w.image, "true"])?;
+    let id = w.server.run_detached(&["--name", &done, &w.image, "true"])?;
     let _removed = Removed(w, id);
     wait_exited(w, &done)?;
     runtime().block_on(async {
@@ -321,7 +286,7 @@ fn stats_of_unknown_or_stopped_containers_and_bad_intervals_are_refused(w: &Worl
 
 fn logs_keep_the_order_across_streams_and_join_a_line_written_in_pieces(w: &World) -> Result<()> {
     let script = "echo one; echo two >&2; printf 'thr'; sleep 0.3; printf 'ee\\n'; echo four >&2; printf 'no newline'";
-    let id = run_detached(w, &[&w.image, "sh", "-c", script])?;
+    let id = w.server.run_detached(&[&w.image, "sh", "-c", script])?;
     let _removed = Removed(w, id.clone());
     wait_exited(w, &id)?;
     let lines: Vec<String> = log_lines(w, logs_request(&id))?.into_iter().map(|(l, _)| l).collect();
@@ -336,7 +301,7 @@ fn logs_keep_the_order_across_streams_and_join_a_line_written_in_pieces(w: &Worl
 }
 
 fn logs_tail_and_since_select_the_last_and_the_recent_lines(w: &World) -> Result<()> {
-    let id = run_detached(w, &[&w.image, "sh", "-c", "echo 1; echo 2; sleep 1.2; echo 3; echo 4 >&2"])?;
+    let id = w.server.run_detached(&[&w.image, "sh", "-c", "echo 1; echo 2; sleep 1.2; echo 3; echo 4 >&2"])?;
     let _removed = Removed(w, id.clone());
     wait_exited(w, &id)?;
     let tail: Vec<String> =
@@ -368,7 +333,7 @@ fn rotation_keeps_three_files_within_the_limit_and_follow_sees_every_line(w: &Wo
         "sleep 0.5; i=0; while [ $i -lt {LINES} ]; do printf '%06d {pad}\\n' $i; i=$((i+1)); \
          [ $((i % 100)) = 0 ] && sleep 0.02; done; true"
     );
-    let id = run_detached(w, &[&w.image, "sh", "-c", &script])?;
+    let id = w.server.run_detached(&[&w.image, "sh", "-c", &script])?;
     let _removed = Removed(w, id.clone());
     let mut follow = w.server.client_command(&["logs", "-f", &id]);
     follow.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -396,7 +361,7 @@ fn rotation_keeps_three_files_within_the_limit_and_follow_sees_every_line(w: &Wo
         followed.first(),
         followed.last()
     );
-    let dir = container_dir(w, &id);
+    let dir = w.server.container_dir(&id);
     let files = log_files(&dir);
     ensure!(
         files.len() == LOG_MAX_FILES
@@ -551,7 +516,7 @@ fn event_filters_select_and_an_unknown_key_is_invalid_argument(w: &World) -> Res
 
 fn grpcurl_gets_one_shot_stats_and_a_bad_events_filter_is_refused(w: &World) -> Result<()> {
     let name = unique("grpcurl");
-    let id = run_detached(w, &["--name", &name, &w.image, "sleep", "1000"])?;
+    let id = w.server.run_detached(&["--name", &name, &w.image, "sleep", "1000"])?;
     let _removed = Removed(w, id.clone());
     let request = format!(r#"{{"containers":["{name}"],"no_stream":true}}"#);
     let out = w.server.grpcurl(&["-d", &request, "cm.v1.ContainerService/Stats"]);
@@ -572,9 +537,9 @@ fn eth0(w: &World, container: &str) -> Result<pb::NetworkStats> {
 }
 
 fn a_ping_between_two_containers_moves_both_network_counters(w: &World) -> Result<()> {
-    let a = run_detached(w, &[&w.image, "sleep", "60"])?;
+    let a = w.server.run_detached(&[&w.image, "sleep", "60"])?;
     let _a = Removed(w, a.clone());
-    let b = run_detached(w, &[&w.image, "sleep", "60"])?;
+    let b = w.server.run_detached(&[&w.image, "sleep", "60"])?;
     let _b = Removed(w, b.clone());
     let inspect: Value = serde_json::from_str(&w.server.client_ok(&["inspect", &a])?)?;
     let a_ip = inspect[0]["NetworkSettings"]["IPAddress"].as_str().unwrap_or_default().to_string();

@@ -4,7 +4,6 @@
 //! cm-fixture registry --dir /tmp/reg --port 5000 &
 //! cm-fixture wait-registry --registry 127.0.0.1:5000
 //! cm-fixture push --registry 127.0.0.1:5000 --image bench --mb 60 --layers 4 --name bench:latest
-//! cm-fixture stats-latency --host unix:/run/cm.sock --runs 100 web
 //! ```
 
 use std::os::unix::process::CommandExt;
@@ -61,21 +60,6 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
     },
-    /// Time one-shot Stats calls over one connection to cm-server: prints each call's wall-clock time in
-    /// microseconds (request sent to the last sample received), one per line, and checks each call returned
-    /// `--expect` samples.
-    StatsLatency {
-        /// cm-server address, unix:/path.
-        #[arg(long)]
-        host: cm_api::Address,
-        #[arg(long, default_value_t = 100)]
-        runs: usize,
-        /// Samples each call must return.
-        #[arg(long)]
-        expect: usize,
-        /// Containers to sample (default: all running ones).
-        containers: Vec<String>,
-    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,39 +90,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::WaitRegistry { registry, timeout_secs } => wait_until_ready(&registry, Duration::from_secs(timeout_secs)),
-        Cmd::StatsLatency { host, runs, expect, containers } => stats_latency(host, runs, expect, containers),
     }
-}
-
-fn stats_latency(host: cm_api::Address, runs: usize, expect: usize, containers: Vec<String>) -> Result<()> {
-    use cm_api::v1 as pb;
-    let cm_api::Address::Unix(path) = host else { bail!("stats-latency needs a unix: address") };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_static("http://cm.sock")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
-            }))
-            .await
-            .context("connecting to cm-server")?;
-        let mut client = pb::container_service_client::ContainerServiceClient::new(channel);
-        for _ in 0..runs {
-            let request = pb::StatsRequest { containers: containers.clone(), no_stream: true, interval: None };
-            let started = std::time::Instant::now();
-            let mut stream = client.stats(request).await?.into_inner();
-            let mut samples = 0;
-            while stream.message().await?.is_some() {
-                samples += 1;
-            }
-            let micros = started.elapsed().as_micros();
-            if samples != expect {
-                bail!("a Stats call returned {samples} samples, not {expect}");
-            }
-            println!("{micros}");
-        }
-        Ok(())
-    })
 }
 
 /// Replaces this process with `docker-registry serve DIR/config.yml`.
