@@ -2,7 +2,6 @@
 //! signals.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -104,7 +103,7 @@ impl MountConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Status {
+pub enum ContainerStatus {
     #[default]
     Created,
     Running,
@@ -113,7 +112,7 @@ pub enum Status {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
-    pub status: Status,
+    pub status: ContainerStatus,
     /// Host pid of the main process while running.
     pub pid: i32,
     pub started_unix_nanos: i64,
@@ -147,15 +146,21 @@ impl ExitRecord {
     }
 }
 
-pub fn now_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
-}
-
 /// 64 random hex digits.
 pub fn new_id() -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
     Ok(hex::encode(bytes))
+}
+
+/// Refuses a container id that is not 64 hex digits (as [`new_id`] makes them): records are read from disk,
+/// and everything after trusts an id's form (the short id is its first 12 digits).
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!("container id {id:?} is not 64 hex digits"))
+    }
 }
 
 /// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, and never 64 hex digits (that would read as an id).
@@ -303,6 +308,14 @@ mod tests {
         assert!(parse_signal("SIGNOPE").unwrap_err().contains("unknown signal"));
         assert!(parse_signal("0").is_err());
         assert_eq!(signal_name(9), "SIGKILL");
+    }
+
+    #[test]
+    fn ids_are_64_hex_digits() {
+        assert!(check_id(&new_id().unwrap()).is_ok());
+        assert!(check_id("abc").unwrap_err().contains("not 64 hex digits"));
+        assert!(check_id(&"g".repeat(64)).is_err());
+        assert!(check_id(&"é".repeat(32)).is_err());
     }
 
     #[test]

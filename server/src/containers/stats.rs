@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{Container, ContainerError, Containers, Network, Status, now_nanos};
+use super::{Container, ContainerError, ContainerStatus, Containers, Network};
 use crate::cgroups::{Cgroup, Usage};
+use crate::clock::now_nanos;
 
 /// One sample of one container.
 #[derive(Debug, Clone, Default)]
@@ -60,21 +61,16 @@ impl Containers {
     /// A usage sample of a running container. FAILED_PRECONDITION when it is not running (or stops while
     /// being read).
     pub fn sample(&self, c: &Arc<Container>) -> Result<Sample, ContainerError> {
-        let not_running = || {
-            ContainerError::FailedPrecondition(format!(
-                "container {} is not running: only running containers have resource usage",
-                c.shown()
-            ))
-        };
+        let not_running = || ContainerError::NoUsage(c.shown());
         let record = c.record();
-        if record.state.status != Status::Running {
+        if record.state.status != ContainerStatus::Running {
             return Err(not_running());
         }
         let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
         let usage = match cgroup.usage() {
             Ok(usage) => usage,
             // The exit removes the cgroup: a container that just stopped.
-            Err(_) if c.record().state.status != Status::Running => return Err(not_running()),
+            Err(_) if c.record().state.status != ContainerStatus::Running => return Err(not_running()),
             Err(e) => return Err(ContainerError::Internal(format!("reading the usage of {}: {e}", c.shown()))),
         };
         // A host-network container shares the host's interfaces: their counters are not the container's.
