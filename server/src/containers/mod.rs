@@ -6,7 +6,7 @@ mod etc;
 mod record;
 mod stats;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::cgroups::{Cgroup, Layout, Limits};
 use crate::events::{Event, Events};
 use crate::image::ImageStore;
-use crate::network::{BridgeNetwork, NetError, PortConfig};
+use crate::network::{Endpoint, NetError, NetworkDriver, Networks, PortConfig};
 use crate::runtime::bundle::{self, Bundle, ExitInfo, LogLimits, Process, Rootfs};
 use crate::runtime::client::{self, Connection};
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
@@ -116,8 +116,8 @@ pub struct RuntimeOptions {
     pub default_limits: Limits,
     /// Name of cm's cgroup directory in every hierarchy.
     pub cgroup_parent: String,
-    /// The bridge network; None when the server runs without one (--bridge none).
-    pub network: Option<Arc<BridgeNetwork>>,
+    /// The networks containers can be on (bridge, none, host).
+    pub networks: Networks,
     /// Rotation of the containers' output logs.
     pub log_limits: LogLimits,
 }
@@ -195,7 +195,7 @@ impl Containers {
                 tracing::warn!(dir = %path.display(), "skipping a container directory without a readable record");
                 continue;
             };
-            if let (Some(network), Some(address)) = (&containers.options.network, record.config.address)
+            if let (Ok(network), Some(address)) = (containers.network_of(&record), record.config.address)
                 && let Err(e) = network.claim(&record.config.id, address)
             {
                 tracing::warn!(container = %record.config.id, error = %e, "its address is taken; it gets a new one at start");
@@ -203,16 +203,22 @@ impl Containers {
             let container = containers.insert(record, path);
             containers.readopt(container).await;
         }
-        if let Some(network) = &containers.options.network {
-            let running = containers
+        for network in containers.options.networks.all() {
+            let running: HashSet<String> = containers
                 .list()
                 .iter()
-                .filter(|c| c.record().state.status == Status::Running)
-                .map(|c| c.id.clone())
+                .map(|c| c.record())
+                .filter(|r| r.state.status == Status::Running && r.config.network.name() == network.name())
+                .map(|r| r.config.id)
                 .collect();
             network.reconcile(&running).await?;
         }
         Ok(containers)
+    }
+
+    /// The driver of the network a container is on.
+    fn network_of(&self, record: &Record) -> Result<&Arc<dyn NetworkDriver>, NetError> {
+        self.options.networks.get(record.config.network.name())
     }
 
     fn insert(&self, record: Record, dir: PathBuf) -> Arc<Container> {
@@ -253,8 +259,14 @@ impl Containers {
             Ok(conn) => {
                 tracing::info!(container = %c.id, "re-adopted running container");
                 let record = c.record();
-                if let (Some(network), Some(address)) = (&self.options.network, record.config.address) {
-                    network.readopt(&c.id, address, &record.state.ports).await;
+                if let Ok(network) = self.network_of(&record) {
+                    let endpoint = Endpoint {
+                        id: &c.id,
+                        pid: record.state.pid,
+                        address: record.config.address,
+                        ports: &record.state.ports,
+                    };
+                    network.readopt(endpoint).await;
                 }
                 self.watch_exit(c, conn);
             }
@@ -331,20 +343,14 @@ impl Containers {
         for m in &spec.mounts {
             m.validate().map_err(ContainerError::InvalidArgument)?;
         }
-        if !spec.ports.is_empty() && spec.network != Network::Bridge {
+        let network = self.options.networks.get(spec.network.name());
+        if !spec.ports.is_empty() && network.as_ref().is_ok_and(|n| !n.publishes_ports()) {
             return Err(ContainerError::InvalidArgument(
                 "published ports need the bridge network (--network bridge)".into(),
             ));
         }
         PortConfig::check_unique(&spec.ports).map_err(ContainerError::InvalidArgument)?;
-        let network = match spec.network {
-            Network::Bridge => Some(self.options.network.clone().ok_or_else(|| {
-                ContainerError::FailedPrecondition(
-                    "this cm-server runs without a bridge (--bridge none); use --network none or host".into(),
-                )
-            })?),
-            _ => None,
-        };
+        let network = network?;
         let id = record::new_id().map_err(internal("making an id"))?;
         let config = Config {
             name: spec.name.clone(),
@@ -389,9 +395,7 @@ impl Containers {
             )));
         }
         let mut config = config;
-        if let Some(network) = &network {
-            config.address = Some(network.allocate(&config.id)?);
-        }
+        config.address = network.allocate(&config.id)?;
         let dir = self.dir.join(&config.id);
         let record = Record { config, state: State::default() };
         let saved = ["upper", "work", "merged"]
@@ -399,9 +403,7 @@ impl Containers {
             .try_for_each(|sub| std::fs::create_dir_all(dir.join(sub)))
             .and_then(|()| crate::store::write_json(&dir.join(record::RECORD_FILE), &record));
         if let Err(e) = saved {
-            if let Some(network) = &network {
-                network.release(&record.config.id);
-            }
+            network.release(&record.config.id);
             let _ = std::fs::remove_dir_all(&dir);
             return Err(ContainerError::Internal(format!("saving the container: {e}")));
         }
@@ -442,18 +444,17 @@ impl Containers {
         if record.state.status == Status::Running {
             return Err(ContainerError::FailedPrecondition(format!("container {} is already running", c.shown())));
         }
+        let network = self.network_of(&record)?.clone();
         // A container whose address was taken while the server was away (see open) gets a new one.
-        if let (Network::Bridge, Some(network)) = (record.config.network, &self.options.network)
-            && (record.config.address.is_none() || record.config.address != network.address_of(&c.id))
-        {
-            let address = network.allocate(&c.id)?;
-            c.update(|r| r.config.address = Some(address))?;
+        let address = network.allocate(&c.id)?;
+        if address != record.config.address {
+            c.update(|r| r.config.address = address)?;
         }
         let record = c.record();
         let config = &record.config;
         let cgroup = Cgroup::create(&self.layout, &self.options.cgroup_parent, &c.id, &config.limits)
             .map_err(|e| ContainerError::InvalidArgument(format!("cannot apply the container's limits: {e}")))?;
-        let result = self.launch(c, config, &cgroup, attach).await;
+        let result = self.launch(c, config, &*network, &cgroup, attach).await;
         match result {
             Ok((pid, ports, session, watcher)) => {
                 // Running is recorded before the exit watcher starts: a process that exits at once must not
@@ -475,9 +476,7 @@ impl Containers {
             }
             Err(e) => {
                 let _ = remove_cgroup(cgroup).await;
-                if let Some(network) = &self.options.network {
-                    network.detach(&c.id).await;
-                }
+                network.detach(&c.id).await;
                 Err(e)
             }
         }
@@ -487,13 +486,15 @@ impl Containers {
         self: &Arc<Self>,
         c: &Arc<Container>,
         config: &Config,
+        network: &dyn NetworkDriver,
         cgroup: &Cgroup,
         attach: Option<(u16, u16)>,
     ) -> Result<(i32, Vec<PortConfig>, Option<Connection>, Connection), ContainerError> {
         for stale in [bundle::EXIT_FILE, bundle::MONITOR_FILE] {
             let _ = std::fs::remove_file(c.dir.join(stale));
         }
-        let etc_files = etc::write_files(&c.dir, config).map_err(internal("writing /etc files"))?;
+        let etc_files = etc::write_files(&c.dir, config, network.shares_host_namespace())
+            .map_err(internal("writing /etc files"))?;
         let mut lower: Vec<String> =
             config.chain_ids.iter().rev().map(|id| id.trim_start_matches("sha256:").to_string()).collect();
         if lower.is_empty() {
@@ -518,7 +519,7 @@ impl Containers {
                 stdin: config.stdin,
             },
             hostname: config.hostname.clone(),
-            host_network: config.network == Network::Host,
+            host_network: network.shares_host_namespace(),
             cgroup_join: cgroup.join_files(),
             cgroup_clone_into: cgroup.v2_dir(),
             // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
@@ -537,11 +538,9 @@ impl Containers {
             .map_err(internal("writing the bundle"))?;
         let init_pid =
             client::spawn_monitor(&self.monitor, &c.dir).await.map_err(|e| ContainerError::Internal(e.to_string()))?;
-        // The init exists in its namespaces and waits for Start: connect it to the bridge now.
-        let ports = match (config.network, &self.options.network) {
-            (Network::Bridge, Some(network)) => self.connect_network(c, network, init_pid).await?,
-            _ => Vec::new(),
-        };
+        // The init exists in its namespaces and waits for Start: connect it to its network now.
+        let endpoint = Endpoint { id: &c.id, pid: init_pid, address: config.address, ports: &config.ports };
+        let ports = network.attach(endpoint).await?;
         // The watcher connects first so it sees the whole life of the process.
         let watcher = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;
         let mut session = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;
@@ -559,20 +558,6 @@ impl Containers {
             other => return Err(ContainerError::Internal(format!("the monitor answered {other:?} to start"))),
         };
         Ok((pid, ports, attach.map(|_| session), watcher))
-    }
-
-    /// Puts a starting container on the bridge: veth, address, routes and published ports.
-    async fn connect_network(
-        &self,
-        c: &Arc<Container>,
-        network: &BridgeNetwork,
-        init_pid: i32,
-    ) -> Result<Vec<PortConfig>, ContainerError> {
-        let record = c.record();
-        let address = record.config.address.ok_or_else(|| ContainerError::Internal("no address allocated".into()))?;
-        let netns = std::fs::File::open(format!("/proc/{init_pid}/ns/net"))
-            .map_err(internal("opening the container's network namespace"))?;
-        Ok(network.attach(&c.id, netns.into(), address, &record.config.ports).await?)
     }
 
     /// Waits (in a task) for the container's exit frame, then records it.
@@ -616,7 +601,7 @@ impl Containers {
         self.publish(c, "die", |e| e.with("exitCode", record.code.to_string()).with("signal", record.signal.clone()));
         let _ = c.exited.send_replace(Some(record));
         // After the exit is reported: deleting a veth waits for the kernel (an RCU grace period, ~10 ms).
-        if let Some(network) = &self.options.network {
+        if let Ok(network) = self.network_of(&c.record()) {
             network.detach(&c.id).await;
         }
         drop(lifecycle);
@@ -690,7 +675,7 @@ impl Containers {
             return Ok(()); // removed meanwhile (auto-remove)
         }
         let _ = remove_cgroup(Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id)).await;
-        if let Some(network) = &self.options.network {
+        if let Ok(network) = self.network_of(&c.record()) {
             network.release(&c.id);
         }
         let dir = c.dir.clone();

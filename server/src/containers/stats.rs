@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Container, ContainerError, Containers, Network, Status, now_nanos};
+use super::{Container, ContainerError, Containers, Status, now_nanos};
 use crate::cgroups::{Cgroup, Usage};
 
 /// One sample of one container.
@@ -78,11 +78,12 @@ impl Containers {
             Err(e) => return Err(ContainerError::Internal(format!("reading the usage of {}: {e}", c.shown()))),
         };
         // A host-network container shares the host's interfaces: their counters are not the container's.
-        let networks = match record.config.network {
-            Network::Host => Vec::new(),
-            _ => std::fs::read_to_string(format!("/proc/{}/net/dev", record.state.pid))
+        let networks = if self.network_of(&record).is_ok_and(|n| n.shares_host_namespace()) {
+            Vec::new()
+        } else {
+            std::fs::read_to_string(format!("/proc/{}/net/dev", record.state.pid))
                 .map(|text| parse_net_dev(&text))
-                .unwrap_or_default(),
+                .unwrap_or_default()
         };
         Ok(Sample { unix_nanos: now_nanos(), usage, networks })
     }
