@@ -5,6 +5,8 @@
 mod etc;
 mod record;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::cgroups::{Cgroup, Layout, Limits};
+use crate::cgroups::{Cgroup, CgroupFs, HostFs, Layout, Limits};
 use crate::events::{Event, Events};
 use crate::image::ImageStore;
 use crate::network::{Endpoint, NetError, NetworkDriver, Networks, PortConfig};
@@ -137,6 +139,8 @@ pub struct Containers {
     dir: PathBuf,
     images: Arc<ImageStore>,
     layout: Layout,
+    /// The cgroup filesystem containers' cgroups are made in (the host's; a fake one in unit tests).
+    cgroup_fs: Arc<dyn CgroupFs>,
     options: RuntimeOptions,
     monitor: PathBuf,
     table: Mutex<HashMap<String, Arc<Container>>>,
@@ -176,14 +180,26 @@ impl Containers {
         options: RuntimeOptions,
         events: Arc<Events>,
     ) -> anyhow::Result<Arc<Containers>> {
+        let cgroups = (Layout::detect()?, Arc::new(HostFs) as Arc<dyn CgroupFs>);
+        Self::open_with(root, images, options, events, cgroups, client::monitor_binary()?).await
+    }
+
+    /// [`Containers::open`] with the cgroup layout and filesystem and the monitor binary given.
+    pub(crate) async fn open_with(
+        root: &Path,
+        images: Arc<ImageStore>,
+        options: RuntimeOptions,
+        events: Arc<Events>,
+        (layout, cgroup_fs): (Layout, Arc<dyn CgroupFs>),
+        monitor: PathBuf,
+    ) -> anyhow::Result<Arc<Containers>> {
         let dir = root.join("containers");
         std::fs::create_dir_all(&dir)?;
-        let layout = Layout::detect()?;
-        let monitor = client::monitor_binary()?;
         let containers = Arc::new(Containers {
             dir: dir.clone(),
             images,
             layout,
+            cgroup_fs,
             options,
             monitor,
             table: Mutex::new(HashMap::new()),
@@ -221,6 +237,11 @@ impl Containers {
         self.options.networks.get(record.config.network.name())
     }
 
+    /// A container's cgroup as it is (it may not exist).
+    fn cgroup(&self, id: &str) -> Cgroup {
+        Cgroup::open_with(self.cgroup_fs.clone(), &self.layout, &self.options.cgroup_parent, id)
+    }
+
     fn insert(&self, record: Record, dir: PathBuf) -> Arc<Container> {
         let container = self.container(record, dir);
         self.table.lock().unwrap().insert(container.id.clone(), container.clone());
@@ -251,7 +272,7 @@ impl Containers {
                 let _ = conn.writer.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
                 let drained = async { while let Ok(Some(_)) = conn.reader.next().await {} };
                 let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
-                let _ = remove_cgroup(Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id)).await;
+                let _ = remove_cgroup(self.cgroup(&c.id)).await;
             }
             return;
         }
@@ -452,8 +473,14 @@ impl Containers {
         }
         let record = c.record();
         let config = &record.config;
-        let cgroup = Cgroup::create(&self.layout, &self.options.cgroup_parent, &c.id, &config.limits)
-            .map_err(|e| ContainerError::InvalidArgument(format!("cannot apply the container's limits: {e}")))?;
+        let cgroup = Cgroup::create_with(
+            self.cgroup_fs.clone(),
+            &self.layout,
+            &self.options.cgroup_parent,
+            &c.id,
+            &config.limits,
+        )
+        .map_err(|e| ContainerError::InvalidArgument(format!("cannot apply the container's limits: {e}")))?;
         let result = self.launch(c, config, &*network, &cgroup, attach).await;
         match result {
             Ok((pid, ports, session, watcher)) => {
@@ -583,7 +610,7 @@ impl Containers {
     async fn exited(self: &Arc<Self>, c: &Arc<Container>, exit: ExitInfo) {
         // Held until the network is taken down too, so a start cannot slip in between.
         let lifecycle = c.lifecycle.lock().await;
-        let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
+        let cgroup = self.cgroup(&c.id);
         let oom_killed = cgroup.oom_kills() > 0;
         if let Err(e) = remove_cgroup(cgroup).await {
             tracing::warn!(container = %c.id, error = %e, "cannot remove the cgroup");
@@ -674,7 +701,7 @@ impl Containers {
         if self.table.lock().unwrap().remove(&c.id).is_none() {
             return Ok(()); // removed meanwhile (auto-remove)
         }
-        let _ = remove_cgroup(Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id)).await;
+        let _ = remove_cgroup(self.cgroup(&c.id)).await;
         if let Ok(network) = self.network_of(&c.record()) {
             network.release(&c.id);
         }

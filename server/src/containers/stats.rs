@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Container, ContainerError, Containers, Status, now_nanos};
-use crate::cgroups::{Cgroup, Usage};
+use crate::cgroups::Usage;
 
 /// One sample of one container.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +70,7 @@ impl Containers {
         if record.state.status != Status::Running {
             return Err(not_running());
         }
-        let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
+        let cgroup = self.cgroup(&c.id);
         let usage = match cgroup.usage() {
             Ok(usage) => usage,
             // The exit removes the cgroup: a container that just stopped.

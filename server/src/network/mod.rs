@@ -5,6 +5,8 @@
 
 pub mod bridge;
 pub mod driver;
+#[cfg(test)]
+pub mod fake;
 pub mod ipam;
 pub mod link;
 pub mod nft;
