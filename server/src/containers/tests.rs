@@ -1,6 +1,7 @@
 //! The container lifecycle without root: a fake network driver, a fake cgroup2 tree and a monitor binary that
-//! does not exist, so every path up to spawning the monitor runs for real. Paths past a running monitor
-//! (attach, the exit watcher, stop, kill) are the end-to-end suites'.
+//! does not exist (or a script that only says it started one), so every path up to talking to a monitor runs
+//! for real. The paths past a running monitor (a completed start, the exit watcher, stop, kill, ending a start
+//! a dead server left unfinished) are the end-to-end suites'.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -64,7 +65,7 @@ impl World {
             log_limits: LogLimits::default(),
         };
         let cgroups = (self.cgroups.layout(), self.cgroups.clone() as Arc<dyn CgroupFs>);
-        let monitor = self.root.path().join("no-such-monitor");
+        let monitor = self.root.path().join("monitor");
         Containers::open_with(self.root.path(), self.images.clone(), options, Arc::default(), cgroups, monitor)
             .await
             .unwrap()
@@ -80,6 +81,14 @@ impl World {
         let mut record: Record = crate::store::read_json(&path).unwrap().unwrap();
         change(&mut record);
         crate::store::write_json(&path, &record).unwrap();
+    }
+
+    /// Makes the monitor binary a script that says it started an init of pid `pid` (and starts nothing).
+    fn monitor_that_answers(&self, pid: i32) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.root.path().join("monitor");
+        std::fs::write(&path, format!("#!/bin/sh\necho ok {pid}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     /// Listens on a container's monitor socket, as a monitor that kept running does.
@@ -295,4 +304,29 @@ async fn an_auto_remove_container_that_cannot_start_is_removed_with_its_address(
     assert!(!world.dir(&c.id).exists());
     assert_eq!(bridge.held(&c.id), None);
     assert_eq!(bridge.calls().last(), Some(&Call::Release(c.id.clone())));
+}
+
+#[tokio::test]
+async fn a_start_gives_the_network_the_init_and_takes_it_back_when_attach_or_the_monitor_fails() {
+    let world = World::new();
+    world.monitor_that_answers(4242);
+    let bridge = bridge(4);
+    let containers = world.open(&bridge).await;
+    let ports = vec![port(8080)];
+    let c = containers.create(CreateSpec { ports: ports.clone(), ..spec(Network::Bridge) }).unwrap();
+    let attach = Call::Attach { id: c.id.clone(), pid: 4242, address: c.record().config.address, ports };
+    // The network cannot attach it.
+    bridge.fail_attach(Some("no veth for you"));
+    let err = containers.start(&c, None).await.err().unwrap();
+    assert!(matches!(&err, ContainerError::Internal(m) if m.contains("no veth for you")), "{err}");
+    assert!(bridge.calls().ends_with(&[attach.clone(), Call::Detach(c.id.clone())]), "{:?}", bridge.calls());
+    assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists());
+    assert_eq!(c.record().state.status, Status::Created);
+    // Attached, but the monitor does not answer on its socket.
+    bridge.fail_attach(None);
+    let err = containers.start(&c, None).await.err().unwrap();
+    assert!(matches!(&err, ContainerError::Internal(m) if m.contains("connecting to the monitor")), "{err}");
+    assert!(bridge.calls().ends_with(&[attach, Call::Detach(c.id.clone())]), "{:?}", bridge.calls());
+    assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists());
+    assert_eq!(bridge.held(&c.id), c.record().config.address, "a failed start keeps the address");
 }

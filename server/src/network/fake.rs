@@ -14,7 +14,7 @@ pub enum Call {
     Allocate(String),
     Claim(String, Ipv4Addr),
     Release(String),
-    Attach { id: String, pid: i32, address: Option<Ipv4Addr> },
+    Attach { id: String, pid: i32, address: Option<Ipv4Addr>, ports: Vec<PortConfig> },
     Detach(String),
     Readopt { id: String, address: Option<Ipv4Addr>, ports: Vec<PortConfig> },
     Reconcile(Vec<String>),
@@ -53,8 +53,9 @@ impl FakeNetwork {
         self.held.lock().unwrap().get(id).copied()
     }
 
-    pub fn fail_attach(&self, message: &str) {
-        *self.attach_error.lock().unwrap() = Some(message.to_string());
+    /// Makes attach fail with `message` (None: succeed again).
+    pub fn fail_attach(&self, message: Option<&str>) {
+        *self.attach_error.lock().unwrap() = message.map(String::from);
     }
 
     fn record(&self, call: Call) {
@@ -106,7 +107,12 @@ impl NetworkDriver for FakeNetwork {
     }
 
     fn attach<'a>(&'a self, endpoint: Endpoint<'a>) -> BoxFuture<'a, Result<Vec<PortConfig>, NetError>> {
-        self.record(Call::Attach { id: endpoint.id.to_string(), pid: endpoint.pid, address: endpoint.address });
+        self.record(Call::Attach {
+            id: endpoint.id.to_string(),
+            pid: endpoint.pid,
+            address: endpoint.address,
+            ports: endpoint.ports.to_vec(),
+        });
         let result = match self.attach_error.lock().unwrap().clone() {
             Some(message) => Err(NetError::System(anyhow::anyhow!(message))),
             None => Ok(endpoint.ports.to_vec()),
