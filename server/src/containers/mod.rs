@@ -567,7 +567,7 @@ impl Containers {
             client::spawn_monitor(&self.monitor, &c.dir).await.map_err(|e| ContainerError::Internal(e.to_string()))?;
         // The init exists in its namespaces and waits for Start: connect it to its network now.
         let endpoint = Endpoint { id: &c.id, pid: init_pid, address: config.address, ports: &config.ports };
-        let ports = network.attach(endpoint).await?;
+        let ports = network.attach(endpoint).await?.ports;
         // The watcher connects first so it sees the whole life of the process.
         let watcher = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;
         let mut session = client::connect(&c.dir).await.map_err(internal("connecting to the monitor"))?;

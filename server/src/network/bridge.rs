@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
 
 use super::NetError;
-use super::driver::{BRIDGE, BoxFuture, Endpoint, NetworkDriver};
+use super::driver::{Attachment, BRIDGE, BoxFuture, Endpoint, NetworkDriver};
 use super::ipam::Ipam;
 use super::link::{self, Netlink};
 use super::nft::{self, Forward};
@@ -122,7 +122,7 @@ impl BridgeNetwork {
 
     /// Reserves the container's host ports, creates its veth pair, configures eth0 and adds its port forwards.
     /// On error nothing is left.
-    async fn connect(&self, endpoint: Endpoint<'_>) -> Result<Vec<PortConfig>, NetError> {
+    async fn connect(&self, endpoint: Endpoint<'_>) -> Result<Attachment, NetError> {
         let Endpoint { id, pid, address, ports } = endpoint;
         let address = address.ok_or_else(|| NetError::System(anyhow!("no address allocated")))?;
         let netns: OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/net"))
@@ -179,7 +179,7 @@ impl BridgeNetwork {
                 return Err(NetError::System(anyhow!(e)));
             }
         }
-        Ok(bound)
+        Ok(Attachment { ports: bound })
     }
 
     async fn connect_veth(&self, veth: &str, netns: OwnedFd, address: Ipv4Addr) -> anyhow::Result<()> {
@@ -278,7 +278,7 @@ impl NetworkDriver for BridgeNetwork {
         }
     }
 
-    fn attach<'a>(&'a self, endpoint: Endpoint<'a>) -> BoxFuture<'a, Result<Vec<PortConfig>, NetError>> {
+    fn attach<'a>(&'a self, endpoint: Endpoint<'a>) -> BoxFuture<'a, Result<Attachment, NetError>> {
         Box::pin(self.connect(endpoint))
     }
 

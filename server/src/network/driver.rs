@@ -35,6 +35,13 @@ pub struct Endpoint<'a> {
     pub ports: &'a [PortConfig],
 }
 
+/// What attaching a container gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachment {
+    /// The published ports as bound (a host port asked as 0 is the one picked).
+    pub ports: Vec<PortConfig>,
+}
+
 /// One network containers can be on. The defaults are those of a network that gives no addresses, publishes
 /// nothing and has nothing to set up.
 pub trait NetworkDriver: Send + Sync {
@@ -67,10 +74,10 @@ pub trait NetworkDriver: Send + Sync {
     /// Gives back the address of a removed container.
     fn release(&self, _id: &str) {}
 
-    /// Connects a starting container, whose namespaces exist while its init waits for the go-ahead; returns
-    /// the ports as bound. On error nothing is left.
-    fn attach<'a>(&'a self, _endpoint: Endpoint<'a>) -> BoxFuture<'a, Result<Vec<PortConfig>, NetError>> {
-        Box::pin(std::future::ready(Ok(Vec::new())))
+    /// Connects a starting container, whose namespaces exist while its init waits for the go-ahead. On error
+    /// nothing is left.
+    fn attach<'a>(&'a self, _endpoint: Endpoint<'a>) -> BoxFuture<'a, Result<Attachment, NetError>> {
+        Box::pin(std::future::ready(Ok(Attachment::default())))
     }
 
     /// Takes back what a container that stopped (or failed to start) had, but its address.

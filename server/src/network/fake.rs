@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
-use super::driver::{BoxFuture, Endpoint, NetworkDriver};
+use super::driver::{Attachment, BoxFuture, Endpoint, NetworkDriver};
 use super::{NetError, PortConfig};
 
 /// What the driver was asked, in order.
@@ -106,7 +106,7 @@ impl NetworkDriver for FakeNetwork {
         self.held.lock().unwrap().remove(id);
     }
 
-    fn attach<'a>(&'a self, endpoint: Endpoint<'a>) -> BoxFuture<'a, Result<Vec<PortConfig>, NetError>> {
+    fn attach<'a>(&'a self, endpoint: Endpoint<'a>) -> BoxFuture<'a, Result<Attachment, NetError>> {
         self.record(Call::Attach {
             id: endpoint.id.to_string(),
             pid: endpoint.pid,
@@ -115,7 +115,7 @@ impl NetworkDriver for FakeNetwork {
         });
         let result = match self.attach_error.lock().unwrap().clone() {
             Some(message) => Err(NetError::System(anyhow::anyhow!(message))),
-            None => Ok(endpoint.ports.to_vec()),
+            None => Ok(Attachment { ports: endpoint.ports.to_vec() }),
         };
         Box::pin(std::future::ready(result))
     }

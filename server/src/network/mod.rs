@@ -14,7 +14,7 @@ pub mod ports;
 pub mod subnet;
 
 pub use bridge::{BridgeNetwork, NetworkOptions};
-pub use driver::{Endpoint, NetworkDriver, Networks};
+pub use driver::{Attachment, Endpoint, NetworkDriver, Networks};
 pub use ports::{PortConfig, Protocol};
 pub use subnet::Ipv4Net;
 
