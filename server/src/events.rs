@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use crate::containers::now_nanos;
+use crate::clock::now_nanos;
 
 /// Events kept for replays: the last 1000, whatever their age (nothing survives a server restart).
 pub const KEPT: usize = 1000;

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cgroups;
+pub mod clock;
 pub mod containers;
 pub mod events;
 pub mod fsroot;

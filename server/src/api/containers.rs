@@ -12,7 +12,7 @@ use super::session::{ClientFrame, InputEnd, forward_input, spawn_writer};
 use super::{RpcStream, timestamp};
 use crate::cgroups::Limits;
 use crate::containers::{
-    Container, ContainerError, Containers, CreateSpec, ExitRecord, MountConfig, Network, Status as State,
+    Container, ContainerError, ContainerStatus, Containers, CreateSpec, ExitRecord, MountConfig, Network,
 };
 use crate::network::PortConfig;
 use crate::runtime::client::Connection;
@@ -105,9 +105,9 @@ pub fn to_proto(c: &Container) -> pb::Container {
     let r = c.record();
     let cfg = &r.config;
     let state = match r.state.status {
-        State::Created => pb::ContainerState::Created,
-        State::Running => pb::ContainerState::Running,
-        State::Stopped => pb::ContainerState::Stopped,
+        ContainerStatus::Created => pb::ContainerState::Created,
+        ContainerStatus::Running => pb::ContainerState::Running,
+        ContainerStatus::Stopped => pb::ContainerState::Stopped,
     };
     let spec = pb::ContainerSpec {
         image: cfg.image.clone(),
@@ -154,7 +154,7 @@ pub fn to_proto(c: &Container) -> pb::Container {
         image_id: cfg.image_id.clone(),
         command: cfg.args.clone(),
         state: state.into(),
-        pid: if r.state.status == State::Running { r.state.pid } else { 0 },
+        pid: if r.state.status == ContainerStatus::Running { r.state.pid } else { 0 },
         exit: r.state.exit.as_ref().map(exit_to_proto),
         created: timestamp(cfg.created_unix_nanos),
         started: timestamp(r.state.started_unix_nanos),

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::{RpcStream, timestamp};
-use crate::containers::{Container, Containers, Status as State};
+use crate::containers::{Container, ContainerStatus, Containers};
 use crate::runtime::logfile::{self, Record, Stream};
 
 /// How often a followed log is checked for new output.
@@ -139,7 +139,7 @@ pub fn logs(containers: Arc<Containers>, request: pb::LogsRequest) -> Result<Rpc
         }
         loop {
             // Checked before reading: whatever the container wrote before it stopped is read below.
-            let running = c.record().state.status == State::Running;
+            let running = c.record().state.status == ContainerStatus::Running;
             let more = match reader.next_record() {
                 Ok(Some(record)) => {
                     lines.push(record, &mut batch);
@@ -181,7 +181,7 @@ async fn wait_for_log(
         if let Some(reader) = logfile::Reader::open(dir)? {
             return Ok(Some(reader));
         }
-        if c.record().state.status == State::Stopped || containers.get(&c.id).is_err() {
+        if c.record().state.status == ContainerStatus::Stopped || containers.get(&c.id).is_err() {
             return Ok(None);
         }
         tokio::time::sleep(FOLLOW_POLL).await;

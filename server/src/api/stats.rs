@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::{RpcStream, timestamp};
-use crate::containers::{Container, ContainerError, Containers, Sample, Status as State};
+use crate::containers::{Container, ContainerError, ContainerStatus, Containers, Sample};
 
 /// The sampling interval when the request sets none.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -45,7 +45,7 @@ pub async fn stats(
         let mut list: Vec<Arc<Container>> = Vec::new();
         for name in &request.containers {
             let c = containers.get(name)?;
-            if c.record().state.status != State::Running {
+            if c.record().state.status != ContainerStatus::Running {
                 return Err(Status::failed_precondition(format!(
                     "container {} is not running: Stats samples running containers only",
                     c.shown()
@@ -82,7 +82,9 @@ pub async fn stats(
                 _ = tx.closed() => return,
             }
             let targets = match &named {
-                Some(list) => list.iter().filter(|c| c.record().state.status == State::Running).cloned().collect(),
+                Some(list) => {
+                    list.iter().filter(|c| c.record().state.status == ContainerStatus::Running).cloned().collect()
+                }
                 None => running(&containers),
             };
             if named.is_some() && targets.is_empty() {
@@ -116,7 +118,7 @@ pub async fn stats(
 }
 
 fn running(containers: &Containers) -> Vec<Arc<Container>> {
-    containers.list().into_iter().filter(|c| c.record().state.status == State::Running).collect()
+    containers.list().into_iter().filter(|c| c.record().state.status == ContainerStatus::Running).collect()
 }
 
 type Reading = (Arc<Container>, Result<Sample, ContainerError>, Instant);

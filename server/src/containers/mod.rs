@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::cgroups::{Cgroup, CgroupFs, HostFs, Layout, Limits};
+use crate::clock::now_nanos;
 use crate::events::{Event, Events};
 use crate::image::ImageStore;
 use crate::network::{Endpoint, NetError, NetworkDriver, Networks, PortConfig};
@@ -23,7 +24,7 @@ use crate::runtime::bundle::{self, Bundle, ExitInfo, LogLimits, Process, Rootfs}
 use crate::runtime::client::{self, Connection};
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
 pub use record::{
-    Config, ExitRecord, MountConfig, Network, Record, State, Status, new_id, now_nanos, parse_signal, signal_name,
+    Config, ContainerStatus, ExitRecord, MountConfig, Network, Record, State, new_id, parse_signal, signal_name,
 };
 pub use stats::{InterfaceCounters, Sample};
 
@@ -224,7 +225,7 @@ impl Containers {
                 .list()
                 .iter()
                 .map(|c| c.record())
-                .filter(|r| r.state.status == Status::Running && r.config.network.name() == network.name())
+                .filter(|r| r.state.status == ContainerStatus::Running && r.config.network.name() == network.name())
                 .map(|r| r.config.id)
                 .collect();
             network.reconcile(&running).await?;
@@ -251,7 +252,7 @@ impl Containers {
     /// A container object for a record; it holds its image's snapshots from now on.
     fn container(&self, record: Record, dir: PathBuf) -> Arc<Container> {
         let chain_ids = record.config.chain_ids.clone();
-        let exited = record.state.exit.clone().filter(|_| record.state.status == Status::Stopped);
+        let exited = record.state.exit.clone().filter(|_| record.state.status == ContainerStatus::Stopped);
         Arc::new(Container {
             id: record.config.id.clone(),
             dir,
@@ -264,7 +265,7 @@ impl Containers {
 
     /// After a server restart: watch a running container again, or record that it ended while we were away.
     async fn readopt(self: &Arc<Self>, c: Arc<Container>) {
-        if c.record().state.status != Status::Running {
+        if c.record().state.status != ContainerStatus::Running {
             // A monitor answering for a container not recorded as running was spawned by a server that died
             // before it recorded the start: its init still waits for the go-ahead. End both.
             if let Ok(mut conn) = client::connect(&c.dir).await {
@@ -447,7 +448,7 @@ impl Containers {
         // Like docker: a --rm container that could not start is not left behind.
         if let Err(e) = &result
             && c.record().config.auto_remove
-            && c.record().state.status != Status::Running
+            && c.record().state.status != ContainerStatus::Running
         {
             tracing::info!(container = %c.id, error = %e, "removing an auto-remove container that failed to start");
             let _ = self.remove(c, true).await;
@@ -462,7 +463,7 @@ impl Containers {
     ) -> Result<Option<Connection>, ContainerError> {
         let _lifecycle = c.lifecycle.lock().await;
         let record = c.record();
-        if record.state.status == Status::Running {
+        if record.state.status == ContainerStatus::Running {
             return Err(ContainerError::FailedPrecondition(format!("container {} is already running", c.shown())));
         }
         let network = self.network_of(&record)?.clone();
@@ -489,7 +490,7 @@ impl Containers {
                 let _ = c.exited.send_replace(None);
                 c.update(|r| {
                     r.state = State {
-                        status: Status::Running,
+                        status: ContainerStatus::Running,
                         pid,
                         started_unix_nanos: now_nanos(),
                         exit: None,
@@ -618,7 +619,7 @@ impl Containers {
         let record = ExitRecord::from_info(&exit, oom_killed);
         tracing::info!(container = %c.id, code = record.code, oom_killed, "exited");
         let _ = c.update(|r| {
-            r.state.status = Status::Stopped;
+            r.state.status = ContainerStatus::Stopped;
             r.state.exit = Some(record.clone());
             r.state.ports.clear();
         });
@@ -642,7 +643,7 @@ impl Containers {
     /// Waits for the container's main process to exit; returns at once if it has.
     pub async fn wait(&self, c: &Arc<Container>) -> Result<ExitRecord, ContainerError> {
         let mut rx = c.exited.subscribe();
-        if c.record().state.status == Status::Created {
+        if c.record().state.status == ContainerStatus::Created {
             return Err(ContainerError::FailedPrecondition(format!("container {} was never started", c.shown())));
         }
         let result = rx.wait_for(|e| e.is_some()).await;
@@ -654,7 +655,7 @@ impl Containers {
 
     /// Connects to a running container's monitor.
     pub async fn connect(&self, c: &Arc<Container>) -> Result<Connection, ContainerError> {
-        if c.record().state.status != Status::Running {
+        if c.record().state.status != ContainerStatus::Running {
             return Err(ContainerError::FailedPrecondition(format!("container {} is not running", c.shown())));
         }
         client::connect(&c.dir)
@@ -673,7 +674,7 @@ impl Containers {
 
     /// The stop signal, then after `timeout` SIGKILL; returns when the process has exited.
     pub async fn stop(&self, c: &Arc<Container>, timeout: Duration) -> Result<(), ContainerError> {
-        if c.record().state.status != Status::Running {
+        if c.record().state.status != ContainerStatus::Running {
             return Ok(());
         }
         let signal = c.record().config.stop_signal;
@@ -687,7 +688,7 @@ impl Containers {
 
     /// Removes a container and everything it made. A running one needs `force` (it is killed first).
     pub async fn remove(&self, c: &Arc<Container>, force: bool) -> Result<(), ContainerError> {
-        if c.record().state.status == Status::Running {
+        if c.record().state.status == ContainerStatus::Running {
             if !force {
                 return Err(ContainerError::FailedPrecondition(format!(
                     "container {} is running: stop it first or remove it with force",

@@ -2,7 +2,6 @@
 //! signals.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -115,7 +114,7 @@ impl MountConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Status {
+pub enum ContainerStatus {
     #[default]
     Created,
     Running,
@@ -124,7 +123,7 @@ pub enum Status {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
-    pub status: Status,
+    pub status: ContainerStatus,
     /// Host pid of the main process while running.
     pub pid: i32,
     pub started_unix_nanos: i64,
@@ -156,10 +155,6 @@ impl ExitRecord {
             finished_unix_nanos: info.finished_unix_nanos,
         }
     }
-}
-
-pub fn now_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// 64 random hex digits.

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{Container, ContainerError, Containers, Status, now_nanos};
+use super::{Container, ContainerError, ContainerStatus, Containers};
 use crate::cgroups::Usage;
+use crate::clock::now_nanos;
 
 /// One sample of one container.
 #[derive(Debug, Clone, Default)]
@@ -67,14 +68,14 @@ impl Containers {
             ))
         };
         let record = c.record();
-        if record.state.status != Status::Running {
+        if record.state.status != ContainerStatus::Running {
             return Err(not_running());
         }
         let cgroup = self.cgroup(&c.id);
         let usage = match cgroup.usage() {
             Ok(usage) => usage,
             // The exit removes the cgroup: a container that just stopped.
-            Err(_) if c.record().state.status != Status::Running => return Err(not_running()),
+            Err(_) if c.record().state.status != ContainerStatus::Running => return Err(not_running()),
             Err(e) => return Err(ContainerError::Internal(format!("reading the usage of {}: {e}", c.shown()))),
         };
         // A host-network container shares the host's interfaces: their counters are not the container's.

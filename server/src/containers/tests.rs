@@ -205,9 +205,11 @@ async fn open_claims_recorded_addresses_readopts_running_containers_and_reconcil
     drop(containers);
     let bound = vec![port(8080)];
     world.edit_record(&running.id, |r| {
-        r.state = State { status: Status::Running, pid: 4242, ports: bound.clone(), ..State::default() }
+        r.state = State { status: ContainerStatus::Running, pid: 4242, ports: bound.clone(), ..State::default() }
     });
-    world.edit_record(&on_none.id, |r| r.state = State { status: Status::Running, pid: 4243, ..State::default() });
+    world.edit_record(&on_none.id, |r| {
+        r.state = State { status: ContainerStatus::Running, pid: 4243, ..State::default() }
+    });
     let _monitors = [world.fake_monitor(&running.id), world.fake_monitor(&on_none.id)];
     let after = bridge(4);
     let containers = world.open(&after).await;
@@ -223,7 +225,7 @@ async fn open_claims_recorded_addresses_readopts_running_containers_and_reconcil
     assert!(calls.contains(&readopt), "{calls:?}");
     assert_eq!(calls.len(), 4, "{calls:?}");
     assert_eq!(calls.last(), Some(&Call::Reconcile(vec![running.id.clone()])));
-    assert_eq!(containers.get(&running.id).unwrap().record().state.status, Status::Running);
+    assert_eq!(containers.get(&running.id).unwrap().record().state.status, ContainerStatus::Running);
 }
 
 #[tokio::test]
@@ -233,12 +235,12 @@ async fn a_running_container_whose_monitor_is_gone_is_stopped_at_open_and_leaves
     let containers = world.open(&before).await;
     let c = containers.create(spec(Network::Bridge)).unwrap();
     drop(containers);
-    world.edit_record(&c.id, |r| r.state = State { status: Status::Running, pid: 4242, ..State::default() });
+    world.edit_record(&c.id, |r| r.state = State { status: ContainerStatus::Running, pid: 4242, ..State::default() });
     Cgroup::create_with(world.cgroups.clone(), &world.cgroups.layout(), "cm", &c.id, &Limits::default()).unwrap();
     let after = bridge(4);
     let containers = world.open(&after).await;
     let record = containers.get(&c.id).unwrap().record();
-    assert_eq!(record.state.status, Status::Stopped);
+    assert_eq!(record.state.status, ContainerStatus::Stopped);
     assert_eq!(record.state.exit.unwrap().code, 255);
     assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists(), "its cgroup is removed");
     let calls = after.calls();
@@ -321,7 +323,7 @@ async fn a_start_gives_the_network_the_init_and_takes_it_back_when_attach_or_the
     assert!(matches!(&err, ContainerError::Internal(m) if m.contains("no veth for you")), "{err}");
     assert!(bridge.calls().ends_with(&[attach.clone(), Call::Detach(c.id.clone())]), "{:?}", bridge.calls());
     assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists());
-    assert_eq!(c.record().state.status, Status::Created);
+    assert_eq!(c.record().state.status, ContainerStatus::Created);
     // Attached, but the monitor does not answer on its socket.
     bridge.fail_attach(None);
     let err = containers.start(&c, None).await.err().unwrap();
