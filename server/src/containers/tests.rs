@@ -332,3 +332,20 @@ async fn a_start_gives_the_network_the_init_and_takes_it_back_when_attach_or_the
     assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists());
     assert_eq!(bridge.held(&c.id), c.record().config.address, "a failed start keeps the address");
 }
+
+#[tokio::test]
+async fn a_bridge_container_on_a_server_restarted_without_a_bridge_cannot_start_but_can_be_removed() {
+    let world = World::new();
+    let containers = world.open(&bridge(4)).await;
+    let c = containers.create(spec(Network::Bridge)).unwrap();
+    drop(containers);
+    let mut networks = Networks::default();
+    networks.disable(BRIDGE, "this cm-server runs without a bridge (--bridge none); use --network none or host");
+    let containers = world.open_with(networks).await;
+    let c = containers.get(&c.id).unwrap();
+    let err = containers.start(&c, None).await.err().unwrap();
+    assert!(matches!(&err, ContainerError::FailedPrecondition(m) if m.contains("without a bridge")), "{err}");
+    assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists(), "nothing was set up");
+    containers.remove(&c, false).await.unwrap();
+    assert!(!world.dir(&c.id).exists());
+}
