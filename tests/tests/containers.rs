@@ -92,6 +92,7 @@ fn main() {
         rm_leaves_no_directory_cgroup_mount_or_monitor,
         a_server_restart_keeps_running_containers,
         a_start_left_unfinished_by_a_dead_server_is_ended_at_restart,
+        nul_bytes_and_unknown_network_modes_are_refused_as_invalid,
     ];
     run_suite(&args, trials, world, |w| &w.server);
 }
@@ -947,4 +948,27 @@ fn a_start_left_unfinished_by_a_dead_server_is_ended_at_restart(w: &World) -> Re
     let left: Vec<String> = server.remains_of(&id).into_iter().filter(|r| !r.starts_with("directory")).collect();
     ensure!(left.is_empty(), "left of the unfinished start: {left:?}");
     server.leaves_nothing_behind()
+}
+
+/// What no process could carry (a NUL byte) or the contract does not know (a network mode number) is refused
+/// with INVALID_ARGUMENT naming the field, instead of being dropped or defaulted; nothing is created.
+fn nul_bytes_and_unknown_network_modes_are_refused_as_invalid(w: &World) -> Result<()> {
+    let s = &w.server;
+    runtime().block_on(async {
+        let mut client = s.grpc().await?;
+        let bad = [
+            (pb::ContainerSpec { env: vec!["A=b\0c".into()], ..grpc_spec(&w.image, &["true"]) }, "env"),
+            (grpc_spec(&w.image, &["echo", "a\0b"]), "command"),
+            (pb::ContainerSpec { network: 99, ..grpc_spec(&w.image, &["true"]) }, "network"),
+        ];
+        for (spec, needle) in bad {
+            let name = unique("invalid");
+            let spec = pb::ContainerSpec { name: name.clone(), ..spec };
+            let status = client.create(pb::CreateRequest { spec: Some(spec) }).await.err().context("accepted")?;
+            ensure!(status.code() == tonic::Code::InvalidArgument, "{needle}: {status:?}");
+            ensure!(status.message().contains(needle), "the message does not say {needle:?}: {status:?}");
+            ensure!(!s.cli(&["inspect", &name])?.status.success(), "{needle}: a container was created anyway");
+        }
+        anyhow::Ok(())
+    })
 }

@@ -1,28 +1,17 @@
 //! Container RPCs: conversion between cm.v1 messages and the container domain, and the Attach stream.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cm_api::v1 as pb;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::session::{ClientFrame, InputEnd, forward_input, spawn_writer};
+use super::session::{ClientFrame, inputs, outputs};
 use super::{RpcStream, timestamp};
 use crate::cgroups::Limits;
 use crate::containers::{
-    Container, ContainerError, ContainerStatus, Containers, CreateSpec, ExitRecord, MountConfig, Network,
+    AttachRequest, Container, ContainerStatus, Containers, CreateSpec, ExitRecord, MountConfig, Network, SessionOutput,
 };
 use crate::network::PortConfig;
-use crate::runtime::client::Connection;
-use crate::runtime::protocol::{FromMonitor, ToMonitor};
-
-impl From<ContainerError> for Status {
-    fn from(e: ContainerError) -> Self {
-        Status::new(e.code(), e.to_string())
-    }
-}
 
 /// ContainerSpec to the domain's CreateSpec, refusing what is malformed.
 pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status> {
@@ -43,7 +32,10 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
         cpu_millis: positive(r.cpu_millis, "resources.cpu_millis")?,
         pids: positive(r.pids_limit, "resources.pids_limit")?,
     };
-    let network = match pb::NetworkMode::try_from(spec.network).unwrap_or(pb::NetworkMode::Unspecified) {
+    let mode = pb::NetworkMode::try_from(spec.network).map_err(|_| {
+        Status::invalid_argument(format!("spec.network: unknown network mode {} (bridge, none or host)", spec.network))
+    })?;
+    let network = match mode {
         pb::NetworkMode::Unspecified | pb::NetworkMode::Bridge => Network::Bridge,
         pb::NetworkMode::None => Network::None,
         pb::NetworkMode::Host => Network::Host,
@@ -173,6 +165,17 @@ fn port_to_proto(p: &PortConfig) -> pb::PortMapping {
     }
 }
 
+fn attach_response(output: SessionOutput) -> pb::AttachResponse {
+    use pb::attach_response::Frame;
+    let frame = match output {
+        SessionOutput::Started { exec_id, pid } => Frame::Started(pb::ProcessStarted { exec_id, pid }),
+        SessionOutput::Stdout(d) => Frame::Stdout(d),
+        SessionOutput::Stderr(d) => Frame::Stderr(d),
+        SessionOutput::Exit(e) => Frame::Exit(exit_to_proto(&e)),
+    };
+    pb::AttachResponse { frame: Some(frame) }
+}
+
 /// Attach: the first frame names the container (and may start it); then stdin, resize and signal frames
 /// go to the process while its output comes back, and one exit frame ends the stream.
 pub async fn attach(
@@ -184,58 +187,32 @@ pub async fn attach(
     let Some(Frame::Start(start)) = first else {
         return Err(Status::invalid_argument("the first Attach message must be a start frame naming the container"));
     };
-    let c = containers.get(&start.container)?;
-    let size =
-        start.tty_size.map_or((0, 0), |s| (s.rows.min(u16::MAX as u32) as u16, s.cols.min(u16::MAX as u32) as u16));
-    let session = if start.start {
-        containers.start(&c, Some(size)).await?.expect("attached start returns its connection")
-    } else {
-        let mut conn = containers.connect(&c).await?;
-        conn.writer.send(ToMonitor::Attach).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        if size.0 > 0 {
-            let _ = conn.writer.send(ToMonitor::Resize { rows: size.0, cols: size.1 }).await;
-        }
-        conn
+    let request = AttachRequest {
+        container: start.container,
+        start: start.start,
+        stdin: start.stdin,
+        tty_size: start.tty_size.map(|s| (s.rows, s.cols)),
     };
-    let Connection { mut reader, writer } = session;
-    let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, Status>>(16);
-    let frame = |f: pb::attach_response::Frame| Ok(pb::AttachResponse { frame: Some(f) });
-    let pid = c.record().state.pid;
-    let _ =
-        tx.send(frame(pb::attach_response::Frame::Started(pb::ProcessStarted { exec_id: String::new(), pid }))).await;
+    let input = inputs(requests, |m: pb::AttachRequest| ClientFrame::from(m.frame));
+    let session = containers.attach(request, input).await?;
+    Ok(outputs(session, attach_response))
+}
 
-    // Client frames to the monitor. Going away leaves the main process running.
-    let input_errors = tx.clone();
-    let want_stdin = start.stdin;
-    let input = tokio::spawn(async move {
-        let to_monitor = spawn_writer(writer);
-        let end = forward_input(requests, |m: pb::AttachRequest| ClientFrame::from(m.frame), want_stdin, &to_monitor);
-        if let InputEnd::Invalid(status) = end.await {
-            let _ = input_errors.send(Err(status)).await;
-        }
-    });
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    // Monitor frames to the client; the exit frame comes from the recorded exit (with OOM) after output.
-    tokio::spawn(async move {
-        loop {
-            let out = match reader.next().await {
-                Ok(Some(FromMonitor::Stdout(d))) => frame(pb::attach_response::Frame::Stdout(d)),
-                Ok(Some(FromMonitor::Stderr(d))) => frame(pb::attach_response::Frame::Stderr(d)),
-                Ok(Some(FromMonitor::Started { .. } | FromMonitor::NoSuchExec(_))) => continue,
-                Ok(Some(FromMonitor::Exit(_))) | Ok(None) | Err(_) => break,
-            };
-            if tx.send(out).await.is_err() {
-                return; // client gone; the container keeps running
-            }
-        }
-        let exit = match tokio::time::timeout(Duration::from_secs(30), containers.wait(&c)).await {
-            Ok(Ok(exit)) => frame(pb::attach_response::Frame::Exit(exit_to_proto(&exit))),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(Status::unavailable("lost the container's monitor before its exit status arrived")),
-        };
-        let _ = tx.send(exit).await;
-        // The stream ends with the exit frame even if the client keeps sending.
-        input.abort();
-    });
-    Ok(Box::pin(ReceiverStream::new(rx)))
+    fn spec() -> pb::ContainerSpec {
+        pb::ContainerSpec { image: "busybox".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn an_unknown_network_mode_is_refused() {
+        assert_eq!(create_spec(Some(spec())).unwrap().network, Network::Bridge);
+        let none = pb::ContainerSpec { network: pb::NetworkMode::None.into(), ..spec() };
+        assert_eq!(create_spec(Some(none)).unwrap().network, Network::None);
+        let status = create_spec(Some(pb::ContainerSpec { network: 99, ..spec() })).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("network mode 99"), "{}", status.message());
+    }
 }

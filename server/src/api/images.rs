@@ -51,7 +51,7 @@ pub fn pull(
         }
         let result = match task.await {
             Ok(r) => r,
-            Err(e) => Err(ImageError::Internal(format!("pull task failed: {e}"))),
+            Err(source) => Err(ImageError::Task { what: "pull task failed", source }),
         };
         match result {
             Ok(done) => {
@@ -168,30 +168,5 @@ pub fn inspect(store: &ImageStore, name: &str) -> Result<pb::InspectImageRespons
     Ok(pb::InspectImageResponse {
         image: Some(to_proto(&record)),
         config_json: String::from_utf8_lossy(&config).into_owned(),
-    })
-}
-
-pub async fn remove(
-    store: Arc<ImageStore>,
-    request: pb::RemoveImageRequest,
-    events: &Events,
-) -> Result<pb::RemoveImageResponse, Status> {
-    let name = request.image.trim().to_string();
-    if name.is_empty() {
-        return Err(Status::invalid_argument("RemoveImage needs an image reference or id"));
-    }
-    let removed = tokio::task::spawn_blocking(move || store.remove(&name))
-        .await
-        .map_err(|e| Status::internal(format!("remove task: {e}")))??;
-    for name in &removed.untagged {
-        events.publish(Event::new("image", "untag", name).with("name", name));
-    }
-    for id in &removed.deleted {
-        events.publish(Event::new("image", "delete", id).with("imageID", id));
-    }
-    Ok(pb::RemoveImageResponse {
-        untagged: removed.untagged,
-        deleted: removed.deleted,
-        reclaimed_bytes: removed.reclaimed_bytes as i64,
     })
 }

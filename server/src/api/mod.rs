@@ -8,6 +8,7 @@ mod images;
 mod logs;
 mod session;
 mod stats;
+mod status;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::containers::{Containers, DEFAULT_STOP_TIMEOUT};
-use crate::image::{ImageError, ImageStore, RegistryOptions};
+use crate::image::{ImageStore, RegistryOptions};
 
 /// Server-side state shared by every call.
 pub struct ContainerApi {
@@ -34,12 +35,6 @@ impl ContainerApi {
 }
 
 type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-impl From<ImageError> for Status {
-    fn from(e: ImageError) -> Self {
-        Status::new(e.code(), e.to_string())
-    }
-}
 
 /// Unix nanoseconds as a protobuf Timestamp; None for "never" (0).
 fn timestamp(unix_nanos: i64) -> Option<prost_types::Timestamp> {
@@ -85,16 +80,15 @@ impl ContainerService for ContainerApi {
         request: Request<pb::RemoveImageRequest>,
     ) -> Result<Response<pb::RemoveImageResponse>, Status> {
         let request = request.into_inner();
-        if !request.force
-            && let Ok(image) = self.images.resolve(request.image.trim())
-            && self.containers.uses_image(&image.id)
-        {
-            return Err(Status::failed_precondition(format!(
-                "image {} is used by a container: remove the container first, or force",
-                request.image
-            )));
+        if request.image.trim().is_empty() {
+            return Err(Status::invalid_argument("RemoveImage needs an image reference or id"));
         }
-        images::remove(self.images.clone(), request, self.containers.events()).await.map(Response::new)
+        let removed = self.containers.remove_image(&request.image, request.force).await?;
+        Ok(Response::new(pb::RemoveImageResponse {
+            untagged: removed.untagged,
+            deleted: removed.deleted,
+            reclaimed_bytes: removed.reclaimed_bytes as i64,
+        }))
     }
 
     async fn create(&self, request: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
@@ -111,11 +105,7 @@ impl ContainerService for ContainerApi {
 
     async fn run(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::RunResponse>, Status> {
         let spec = containers::create_spec(request.into_inner().spec)?;
-        let c = self.containers.create(spec)?;
-        if let Err(e) = self.containers.start(&c, None).await {
-            let _ = self.containers.remove(&c, true).await;
-            return Err(e.into());
-        }
+        let c = self.containers.run(spec).await?;
         Ok(Response::new(pb::RunResponse { id: c.id.clone() }))
     }
 
@@ -134,8 +124,8 @@ impl ContainerService for ContainerApi {
         let request = request.into_inner();
         let c = self.containers.get(&request.container)?;
         if !request.exec_id.is_empty() {
-            let status = exec::wait_exec(&self.containers, &c, &request.exec_id).await?;
-            return Ok(Response::new(pb::WaitResponse { status: Some(status) }));
+            let exit = self.containers.wait_exec(&c, &request.exec_id).await?;
+            return Ok(Response::new(pb::WaitResponse { status: Some(containers::exit_to_proto(&exit)) }));
         }
         let exit = self.containers.wait(&c).await?;
         Ok(Response::new(pb::WaitResponse { status: Some(containers::exit_to_proto(&exit)) }))
@@ -160,7 +150,7 @@ impl ContainerService for ContainerApi {
         let c = self.containers.get(&request.container)?;
         let signal = if request.signal.is_empty() { "SIGKILL" } else { request.signal.as_str() };
         if !request.exec_id.is_empty() {
-            exec::kill_exec(&self.containers, &c, &request.exec_id, signal).await?;
+            self.containers.kill_exec(&c, &request.exec_id, signal).await?;
             return Ok(Response::new(pb::KillResponse {}));
         }
         self.containers.kill(&c, signal).await?;

@@ -164,6 +164,16 @@ pub fn new_id() -> std::io::Result<String> {
     Ok(hex::encode(bytes))
 }
 
+/// Refuses a container id that is not 64 hex digits (as [`new_id`] makes them): records are read from disk,
+/// and everything after trusts an id's form (the short id is its first 12 digits).
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!("container id {id:?} is not 64 hex digits"))
+    }
+}
+
 /// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, and never 64 hex digits (that would read as an id).
 pub fn validate_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
@@ -309,6 +319,14 @@ mod tests {
         assert!(parse_signal("SIGNOPE").unwrap_err().contains("unknown signal"));
         assert!(parse_signal("0").is_err());
         assert_eq!(signal_name(9), "SIGKILL");
+    }
+
+    #[test]
+    fn ids_are_64_hex_digits() {
+        assert!(check_id(&new_id().unwrap()).is_ok());
+        assert!(check_id("abc").unwrap_err().contains("not 64 hex digits"));
+        assert!(check_id(&"g".repeat(64)).is_err());
+        assert!(check_id(&"é".repeat(32)).is_err());
     }
 
     #[test]

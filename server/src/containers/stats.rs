@@ -61,12 +61,7 @@ impl Containers {
     /// A usage sample of a running container. FAILED_PRECONDITION when it is not running (or stops while
     /// being read).
     pub fn sample(&self, c: &Arc<Container>) -> Result<Sample, ContainerError> {
-        let not_running = || {
-            ContainerError::FailedPrecondition(format!(
-                "container {} is not running: only running containers have resource usage",
-                c.shown()
-            ))
-        };
+        let not_running = || ContainerError::NoUsage(c.shown());
         let record = c.record();
         if record.state.status != ContainerStatus::Running {
             return Err(not_running());

@@ -12,9 +12,10 @@ use super::*;
 use crate::cgroups::fake::FakeCgroup2;
 use crate::image::store::LayerRecord;
 use crate::image::{ImageRecord, Reference};
-use crate::network::Protocol;
 use crate::network::driver::BRIDGE;
 use crate::network::fake::{Call, FakeNetwork};
+use crate::network::{NetError, PortConfig, Protocol};
+use crate::runtime::bundle::Bundle;
 
 const IMAGE: &str = "x/app";
 
@@ -145,7 +146,10 @@ async fn a_create_that_fails_leaves_no_address_and_no_container() {
     containers.create(spec(Network::Bridge)).unwrap();
     // No address left: nothing is made.
     let err = containers.create(spec(Network::Bridge)).err().unwrap();
-    assert!(matches!(&err, ContainerError::FailedPrecondition(m) if m.contains("no free address left")), "{err}");
+    assert!(
+        matches!(&err, ContainerError::Network(NetError::Unavailable(m)) if m.contains("no free address left")),
+        "{err}"
+    );
     assert_eq!(containers.list().len(), 1);
     assert_eq!(std::fs::read_dir(world.root.path().join("containers")).unwrap().count(), 1);
     // The record cannot be saved: the address goes back.
@@ -155,7 +159,7 @@ async fn a_create_that_fails_leaves_no_address_and_no_container() {
     std::fs::rename(&dir, world.root.path().join("moved")).unwrap();
     std::fs::write(&dir, "not a directory").unwrap();
     let err = containers.create(spec(Network::Bridge)).err().unwrap();
-    assert!(matches!(&err, ContainerError::Internal(m) if m.contains("saving the container")), "{err}");
+    assert!(matches!(err, ContainerError::Io { what: "saving the container", .. }), "{err}");
     let id = allocated(&bridge).pop().unwrap();
     assert_eq!(bridge.held(&id), None);
     assert!(bridge.calls().contains(&Call::Release(id)));
@@ -168,18 +172,18 @@ async fn published_ports_need_a_network_that_publishes_them() {
     let containers = world.open(&bridge).await;
     for network in [Network::None, Network::Host] {
         let err = containers.create(CreateSpec { ports: vec![port(8080)], ..spec(network) }).err().unwrap();
-        assert!(matches!(&err, ContainerError::InvalidArgument(m) if m.contains("need the bridge network")), "{err}");
+        assert!(matches!(&err, ContainerError::Invalid(m) if m.contains("need the bridge network")), "{err}");
     }
     let twice = CreateSpec { ports: vec![port(8080), port(8080)], ..spec(Network::Bridge) };
     let err = containers.create(twice).err().unwrap();
-    assert!(matches!(&err, ContainerError::InvalidArgument(m) if m.contains("published twice")), "{err}");
+    assert!(matches!(&err, ContainerError::Invalid(m) if m.contains("published twice")), "{err}");
     assert!(allocated(&bridge).is_empty());
     containers.create(CreateSpec { ports: vec![port(8080)], ..spec(Network::Bridge) }).unwrap();
     // A bridge that cannot publish refuses them too.
     let cannot = Arc::new(FakeNetwork::new(BRIDGE, 4, false));
     let containers = world.open(&cannot).await;
     let err = containers.create(CreateSpec { ports: vec![port(8081)], ..spec(Network::Bridge) }).err().unwrap();
-    assert!(matches!(err, ContainerError::InvalidArgument(_)));
+    assert!(matches!(err, ContainerError::Invalid(_)));
     assert!(allocated(&cannot).is_empty());
 }
 
@@ -190,7 +194,10 @@ async fn a_server_without_a_bridge_refuses_bridge_containers_and_says_what_to_us
     networks.disable(BRIDGE, "this cm-server runs without a bridge (--bridge none); use --network none or host");
     let containers = world.open_with(networks).await;
     let err = containers.create(spec(Network::Bridge)).err().unwrap();
-    assert!(matches!(&err, ContainerError::FailedPrecondition(m) if m.contains("--network none or host")), "{err}");
+    assert!(
+        matches!(&err, ContainerError::Network(NetError::Unavailable(m)) if m.contains("--network none or host")),
+        "{err}"
+    );
     containers.create(spec(Network::None)).unwrap();
 }
 
@@ -264,7 +271,7 @@ async fn a_container_whose_address_was_lost_gets_a_new_one_at_start() {
     let c = containers.get(&c.id).unwrap();
     // The start gets as far as the monitor, which this test has not got.
     let err = containers.start(&c, None).await.err().unwrap();
-    assert!(matches!(err, ContainerError::Internal(_)), "{err}");
+    assert!(matches!(err, ContainerError::Io { what: "spawning the monitor", .. }), "{err}");
     let address = after.held(&c.id).unwrap();
     assert_ne!(address, lost);
     assert_eq!(c.record().config.address, Some(address));
@@ -320,14 +327,14 @@ async fn a_start_gives_the_network_the_init_and_takes_it_back_when_attach_or_the
     // The network cannot attach it.
     bridge.fail_attach(Some("no veth for you"));
     let err = containers.start(&c, None).await.err().unwrap();
-    assert!(matches!(&err, ContainerError::Internal(m) if m.contains("no veth for you")), "{err}");
+    assert!(matches!(err, ContainerError::NetworkSetup(_)) && err.to_string().contains("no veth for you"), "{err}");
     assert!(bridge.calls().ends_with(&[attach.clone(), Call::Detach(c.id.clone())]), "{:?}", bridge.calls());
     assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists());
     assert_eq!(c.record().state.status, ContainerStatus::Created);
     // Attached, but the monitor does not answer on its socket.
     bridge.fail_attach(None);
     let err = containers.start(&c, None).await.err().unwrap();
-    assert!(matches!(&err, ContainerError::Internal(m) if m.contains("connecting to the monitor")), "{err}");
+    assert!(matches!(err, ContainerError::Io { what: "connecting to the monitor", .. }), "{err}");
     assert!(bridge.calls().ends_with(&[attach, Call::Detach(c.id.clone())]), "{:?}", bridge.calls());
     assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists());
     assert_eq!(bridge.held(&c.id), c.record().config.address, "a failed start keeps the address");
@@ -344,7 +351,10 @@ async fn a_bridge_container_on_a_server_restarted_without_a_bridge_cannot_start_
     let containers = world.open_with(networks).await;
     let c = containers.get(&c.id).unwrap();
     let err = containers.start(&c, None).await.err().unwrap();
-    assert!(matches!(&err, ContainerError::FailedPrecondition(m) if m.contains("without a bridge")), "{err}");
+    assert!(
+        matches!(&err, ContainerError::Network(NetError::Unavailable(m)) if m.contains("without a bridge")),
+        "{err}"
+    );
     assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists(), "nothing was set up");
     containers.remove(&c, false).await.unwrap();
     assert!(!world.dir(&c.id).exists());

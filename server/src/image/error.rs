@@ -1,4 +1,4 @@
-//! Errors of the image domain, each with the gRPC code the API maps it to.
+//! Errors of the image domain (api/status.rs chooses the gRPC code of each).
 
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 
@@ -22,6 +22,19 @@ pub enum ImageError {
     Unsupported(String),
     #[error("pull cancelled")]
     Cancelled,
+    /// The image is used by a container and removal was not forced.
+    #[error("image {0} is used by a container: remove the container first, or force")]
+    InUse(String),
+    /// A task doing `what` failed (panicked or was cancelled).
+    #[error("{what}: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The store's files could not be read or written.
+    #[error("image store: {0}")]
+    Store(#[from] std::io::Error),
     #[error("{0}")]
     Internal(String),
 }
@@ -66,27 +79,6 @@ impl ImageError {
             E::DigestError(e) => ImageError::DataLoss(format!("{what} from {registry} does not match its digest: {e}")),
             other => ImageError::Unavailable(format!("registry {registry} failed on {what}: {other}")),
         }
-    }
-
-    /// The gRPC code for this error.
-    pub fn code(&self) -> tonic::Code {
-        match self {
-            ImageError::InvalidReference(_) => tonic::Code::InvalidArgument,
-            ImageError::NotFound(_) => tonic::Code::NotFound,
-            ImageError::Ambiguous(_) => tonic::Code::InvalidArgument,
-            ImageError::Unavailable(_) => tonic::Code::Unavailable,
-            ImageError::PermissionDenied(_) => tonic::Code::PermissionDenied,
-            ImageError::DataLoss(_) => tonic::Code::DataLoss,
-            ImageError::Unsupported(_) => tonic::Code::FailedPrecondition,
-            ImageError::Cancelled => tonic::Code::Cancelled,
-            ImageError::Internal(_) => tonic::Code::Internal,
-        }
-    }
-}
-
-impl From<std::io::Error> for ImageError {
-    fn from(e: std::io::Error) -> Self {
-        ImageError::Internal(format!("image store: {e}"))
     }
 }
 

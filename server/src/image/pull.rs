@@ -338,7 +338,7 @@ impl Pull {
                 Some(index) = phase_rx.recv() => reporter.phase_changed(self, index).await?,
                 _ = ticker.tick() => reporter.tick(self).await?,
                 Some(joined) = tasks.join_next() => {
-                    let (index, size) = joined.map_err(|e| ImageError::Internal(format!("layer task: {e}")))??;
+                    let (index, size) = joined.map_err(|source| ImageError::Task { what: "layer task", source })??;
                     sizes[index] = size;
                     remaining -= 1;
                 }
@@ -507,7 +507,7 @@ impl LayerJob {
             }
         }
         drop(chunks_tx);
-        let result = unpacker.await.map_err(|e| ImageError::Internal(format!("unpacker: {e}")))?;
+        let result = unpacker.await.map_err(|source| ImageError::Task { what: "unpacker", source })?;
         if let Some(e) = transfer_error {
             return Err(e);
         }
