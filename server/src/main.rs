@@ -111,23 +111,27 @@ async fn serve_on(args: Args, listeners: Vec<(Address, listen::Listener)>) -> an
         pids: args.default_pids_limit,
     };
     default_limits.validate().map_err(|e| anyhow::anyhow!("bad default limits: {e}"))?;
-    let network = match args.bridge.as_str() {
-        "none" => None,
+    let mut networks = network::Networks::default();
+    match args.bridge.as_str() {
+        "none" => networks.disable(
+            network::driver::BRIDGE,
+            "this cm-server runs without a bridge (--bridge none); use --network none or host",
+        ),
         _ => {
             let options = network::NetworkOptions {
                 bridge: args.bridge.clone(),
                 subnet: args.subnet,
                 nft_table: args.nft_table.clone(),
             };
-            let network = network::BridgeNetwork::open(&args.root, options)
+            let bridge = network::BridgeNetwork::open(&args.root, options)
                 .await
                 .with_context(|| format!("cannot set up the bridge network on {}", args.bridge))?;
-            Some(Arc::new(network))
+            networks.add(Arc::new(bridge));
         }
-    };
+    }
     let log_limits = LogLimits { max_size: args.log_max_size, max_files: args.log_max_files };
     let options =
-        containers::RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), network, log_limits };
+        containers::RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), networks, log_limits };
     let events = Arc::new(events::Events::default());
     let containers = containers::Containers::open(&args.root, images.clone(), options, events)
         .await

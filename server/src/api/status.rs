@@ -18,8 +18,7 @@ pub fn container_code(e: &ContainerError) -> Code {
         E::Network(_) => Code::FailedPrecondition,
         E::NoSuchContainer(_) | E::NoSuchExec { .. } | E::ImageNotPulled { .. } => Code::NotFound,
         E::NameInUse(_) => Code::AlreadyExists,
-        E::NoBridge
-        | E::AlreadyRunning(_)
+        E::AlreadyRunning(_)
         | E::NotRunning(_)
         | E::NoUsage(_)
         | E::Unreachable { .. }

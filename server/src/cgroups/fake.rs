@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use super::Layout;
 use super::fs::{CgroupFs, controller_set};
 
-pub(super) struct FakeCgroup2 {
+pub(crate) struct FakeCgroup2 {
     dir: tempfile::TempDir,
     writes: Mutex<Vec<(PathBuf, String)>>,
     killed: Mutex<Vec<i32>>,

@@ -14,7 +14,7 @@ mod v1;
 mod v2;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 
 use std::fmt;
 use std::io;
@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
 
-use self::fs::{CgroupFs, HostFs, read_counter, read_pids, remove_dir_retrying, write_file};
+pub(crate) use self::fs::{CgroupFs, HostFs};
+use self::fs::{read_counter, read_pids, remove_dir_retrying, write_file};
 pub use self::limits::{Limits, format_cpus, online_cpus, parse_cpus, parse_memory};
 pub use self::stats::{CpuUsage, IoUsage, MemoryUsage, PidsUsage, Usage};
 
@@ -104,7 +105,8 @@ impl Cgroup {
         Self::create_with(Arc::new(HostFs), layout, parent, id, limits)
     }
 
-    fn create_with(
+    /// [`Cgroup::create`] in the cgroup filesystem `fs` (a fake one in tests).
+    pub(crate) fn create_with(
         fs: Arc<dyn CgroupFs>,
         layout: &Layout,
         parent: &str,
@@ -131,7 +133,8 @@ impl Cgroup {
         Self::open_with(Arc::new(HostFs), layout, parent, id)
     }
 
-    fn open_with(fs: Arc<dyn CgroupFs>, layout: &Layout, parent: &str, id: &str) -> Cgroup {
+    /// [`Cgroup::open`] in the cgroup filesystem `fs`.
+    pub(crate) fn open_with(fs: Arc<dyn CgroupFs>, layout: &Layout, parent: &str, id: &str) -> Cgroup {
         match layout {
             Layout::V1 { root } => Cgroup {
                 v2: false,

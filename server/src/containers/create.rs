@@ -83,14 +83,12 @@ impl Containers {
         for m in &spec.mounts {
             m.validate().map_err(ContainerError::Invalid)?;
         }
-        if !spec.ports.is_empty() && spec.network != Network::Bridge {
+        let network = self.options.networks.get(spec.network.name());
+        if !spec.ports.is_empty() && network.as_ref().is_ok_and(|n| !n.publishes_ports()) {
             return Err(ContainerError::Invalid("published ports need the bridge network (--network bridge)".into()));
         }
         PortConfig::check_unique(&spec.ports).map_err(ContainerError::Invalid)?;
-        let network = match spec.network {
-            Network::Bridge => Some(self.options.network.clone().ok_or(ContainerError::NoBridge)?),
-            _ => None,
-        };
+        let network = network?;
         let id = record::new_id().map_err(io("making an id"))?;
         let config = Config {
             name: spec.name.clone(),
@@ -132,9 +130,7 @@ impl Containers {
             return Err(ContainerError::NameInUse(config.name.clone()));
         }
         let mut config = config;
-        if let Some(network) = &network {
-            config.address = Some(network.allocate(&config.id)?);
-        }
+        config.address = network.allocate(&config.id)?;
         let dir = self.dir.join(&config.id);
         let record = Record { config, state: State::default() };
         let saved = ["upper", "work", "merged"]
@@ -142,9 +138,7 @@ impl Containers {
             .try_for_each(|sub| std::fs::create_dir_all(dir.join(sub)))
             .and_then(|()| crate::store::write_json(&dir.join(record::RECORD_FILE), &record));
         if let Err(e) = saved {
-            if let Some(network) = &network {
-                network.release(&record.config.id);
-            }
+            network.release(&record.config.id);
             let _ = std::fs::remove_dir_all(&dir);
             return Err(ContainerError::Io { what: "saving the container", source: e });
         }

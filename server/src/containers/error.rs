@@ -33,9 +33,8 @@ pub enum ContainerError {
     NameInUse(String),
     #[error("cannot apply the container's limits: {0}")]
     Limits(#[source] std::io::Error),
-    #[error("this cm-server runs without a bridge (--bridge none); use --network none or host")]
-    NoBridge,
-    /// A network request that is wrong (NetError::Invalid) or cannot be met now (NetError::Unavailable).
+    /// A network request that is wrong (NetError::Invalid) or cannot be met now (NetError::Unavailable, e.g. the
+    /// bridge of a server run with --bridge none).
     #[error(transparent)]
     Network(NetError),
     #[error("network setup failed: {0}")]

@@ -2,13 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Config, Network};
+use super::Config;
 
 /// Writes the files into the container's directory; returns (host file, path inside the container) pairs.
-pub fn write_files(dir: &Path, config: &Config) -> std::io::Result<Vec<(PathBuf, String)>> {
-    let hosts = match config.network {
-        Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| hosts_file(config)),
-        _ => hosts_file(config),
+/// A container in the host's network namespace (`host_network`) gets the host's /etc/hosts.
+pub fn write_files(dir: &Path, config: &Config, host_network: bool) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let hosts = if host_network {
+        std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| hosts_file(config))
+    } else {
+        hosts_file(config)
     };
     let files = [
         ("hosts", hosts, "/etc/hosts"),

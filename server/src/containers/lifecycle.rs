@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use super::error::io;
 use super::{
-    Config, Container, ContainerError, ContainerStatus, Containers, ExitRecord, MountConfig, Network, State, etc,
-    record, recorded_exit, remove_cgroup, signal_name,
+    Config, Container, ContainerError, ContainerStatus, Containers, ExitRecord, MountConfig, State, etc, record,
+    recorded_exit, remove_cgroup, signal_name,
 };
 use crate::cgroups::{Cgroup, Layout};
 use crate::clock::now_nanos;
-use crate::network::{BridgeNetwork, PortConfig};
+use crate::network::{Endpoint, NetworkDriver, PortConfig};
 use crate::runtime::bundle::{self, Bundle, ExitInfo, Process, Rootfs};
 use crate::runtime::client::{self, Connection};
 use crate::runtime::protocol::{FromMonitor, ToMonitor};
@@ -46,18 +46,23 @@ impl Containers {
         if record.state.status == ContainerStatus::Running {
             return Err(ContainerError::AlreadyRunning(c.shown()));
         }
+        let network = self.network_of(&record)?.clone();
         // A container whose address was taken while the server was away (see open) gets a new one.
-        if let (Network::Bridge, Some(network)) = (record.config.network, &self.options.network)
-            && (record.config.address.is_none() || record.config.address != network.address_of(&c.id))
-        {
-            let address = network.allocate(&c.id)?;
-            c.update(|r| r.config.address = Some(address))?;
+        let address = network.allocate(&c.id)?;
+        if address != record.config.address {
+            c.update(|r| r.config.address = address)?;
         }
         let record = c.record();
         let config = &record.config;
-        let cgroup = Cgroup::create(&self.layout, &self.options.cgroup_parent, &c.id, &config.limits)
-            .map_err(ContainerError::Limits)?;
-        let result = self.launch(c, config, &cgroup, attach).await;
+        let cgroup = Cgroup::create_with(
+            self.cgroup_fs.clone(),
+            &self.layout,
+            &self.options.cgroup_parent,
+            &c.id,
+            &config.limits,
+        )
+        .map_err(ContainerError::Limits)?;
+        let result = self.launch(c, config, &*network, &cgroup, attach).await;
         match result {
             Ok((pid, ports, session, watcher)) => {
                 // Running is recorded before the exit watcher starts: a process that exits at once must not
@@ -79,9 +84,7 @@ impl Containers {
             }
             Err(e) => {
                 let _ = remove_cgroup(cgroup).await;
-                if let Some(network) = &self.options.network {
-                    network.detach(&c.id).await;
-                }
+                network.detach(&c.id).await;
                 Err(e)
             }
         }
@@ -91,13 +94,15 @@ impl Containers {
         self: &Arc<Self>,
         c: &Arc<Container>,
         config: &Config,
+        network: &dyn NetworkDriver,
         cgroup: &Cgroup,
         attach: Option<(u16, u16)>,
     ) -> Result<(i32, Vec<PortConfig>, Option<Connection>, Connection), ContainerError> {
         for stale in [bundle::EXIT_FILE, bundle::MONITOR_FILE] {
             let _ = std::fs::remove_file(c.dir.join(stale));
         }
-        let etc_files = etc::write_files(&c.dir, config).map_err(io("writing /etc files"))?;
+        let etc_files =
+            etc::write_files(&c.dir, config, network.shares_host_namespace()).map_err(io("writing /etc files"))?;
         let mut lower: Vec<String> =
             config.chain_ids.iter().rev().map(|id| id.trim_start_matches("sha256:").to_string()).collect();
         if lower.is_empty() {
@@ -122,7 +127,7 @@ impl Containers {
                 stdin: config.stdin,
             },
             hostname: config.hostname.clone(),
-            host_network: config.network == Network::Host,
+            host_network: network.shares_host_namespace(),
             cgroup_join: cgroup.join_files(),
             cgroup_clone_into: cgroup.v2_dir(),
             // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
@@ -140,11 +145,9 @@ impl Containers {
             serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(format!("encoding the bundle: {e}")))?;
         crate::store::write_replace(&c.dir.join(bundle::BUNDLE_FILE), &bytes).map_err(io("writing the bundle"))?;
         let init_pid = client::spawn_monitor(&self.monitor, &c.dir).await.map_err(io("spawning the monitor"))?;
-        // The init exists in its namespaces and waits for Start: connect it to the bridge now.
-        let ports = match (config.network, &self.options.network) {
-            (Network::Bridge, Some(network)) => self.connect_network(c, network, init_pid).await?,
-            _ => Vec::new(),
-        };
+        // The init exists in its namespaces and waits for Start: connect it to its network now.
+        let endpoint = Endpoint { id: &c.id, pid: init_pid, address: config.address, ports: &config.ports };
+        let ports = network.attach(endpoint).await?.ports;
         // The watcher connects first so it sees the whole life of the process.
         let watcher = client::connect(&c.dir).await.map_err(io("connecting to the monitor"))?;
         let mut session = client::connect(&c.dir).await.map_err(io("connecting to the monitor"))?;
@@ -162,20 +165,6 @@ impl Containers {
             other => return Err(ContainerError::Internal(format!("the monitor answered {other:?} to start"))),
         };
         Ok((pid, ports, attach.map(|_| session), watcher))
-    }
-
-    /// Puts a starting container on the bridge: veth, address, routes and published ports.
-    async fn connect_network(
-        &self,
-        c: &Arc<Container>,
-        network: &BridgeNetwork,
-        init_pid: i32,
-    ) -> Result<Vec<PortConfig>, ContainerError> {
-        let record = c.record();
-        let address = record.config.address.ok_or_else(|| ContainerError::Internal("no address allocated".into()))?;
-        let netns = std::fs::File::open(format!("/proc/{init_pid}/ns/net"))
-            .map_err(io("opening the container's network namespace"))?;
-        Ok(network.attach(&c.id, netns.into(), address, &record.config.ports).await?)
     }
 
     /// Waits (in a task) for the container's exit frame, then records it.
@@ -201,7 +190,7 @@ impl Containers {
     pub(super) async fn exited(self: &Arc<Self>, c: &Arc<Container>, exit: ExitInfo) {
         // Held until the network is taken down too, so a start cannot slip in between.
         let lifecycle = c.lifecycle.lock().await;
-        let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
+        let cgroup = self.cgroup(&c.id);
         let oom_killed = cgroup.oom_kills() > 0;
         if let Err(e) = remove_cgroup(cgroup).await {
             tracing::warn!(container = %c.id, error = %e, "cannot remove the cgroup");
@@ -219,7 +208,7 @@ impl Containers {
         self.publish(c, "die", |e| e.with("exitCode", record.code.to_string()).with("signal", record.signal.clone()));
         let _ = c.exited.send_replace(Some(record));
         // After the exit is reported: deleting a veth waits for the kernel (an RCU grace period, ~10 ms).
-        if let Some(network) = &self.options.network {
+        if let Ok(network) = self.network_of(&c.record()) {
             network.detach(&c.id).await;
         }
         drop(lifecycle);
@@ -287,8 +276,8 @@ impl Containers {
         if self.table.lock().unwrap().remove(&c.id).is_none() {
             return Ok(()); // removed meanwhile (auto-remove)
         }
-        let _ = remove_cgroup(Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id)).await;
-        if let Some(network) = &self.options.network {
+        let _ = remove_cgroup(self.cgroup(&c.id)).await;
+        if let Ok(network) = self.network_of(&c.record()) {
             network.release(&c.id);
         }
         let dir = c.dir.clone();

@@ -17,19 +17,21 @@ mod lifecycle;
 mod record;
 mod session;
 mod stats;
+#[cfg(test)]
+mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::cgroups::{Cgroup, Layout, Limits};
+use crate::cgroups::{Cgroup, CgroupFs, HostFs, Layout, Limits};
 use crate::clock::now_nanos;
 use crate::events::{Event, Events};
 use crate::image::ImageStore;
-use crate::network::BridgeNetwork;
+use crate::network::{Endpoint, NetError, NetworkDriver, Networks};
 use crate::runtime::bundle::{self, ExitInfo, LogLimits};
 use crate::runtime::client;
 use crate::runtime::protocol::ToMonitor;
@@ -81,8 +83,8 @@ pub struct RuntimeOptions {
     pub default_limits: Limits,
     /// Name of cm's cgroup directory in every hierarchy.
     pub cgroup_parent: String,
-    /// The bridge network; None when the server runs without one (--bridge none).
-    pub network: Option<Arc<BridgeNetwork>>,
+    /// The networks containers can be on (bridge, none, host).
+    pub networks: Networks,
     /// Rotation of the containers' output logs.
     pub log_limits: LogLimits,
 }
@@ -92,6 +94,8 @@ pub struct Containers {
     dir: PathBuf,
     images: Arc<ImageStore>,
     layout: Layout,
+    /// The cgroup filesystem containers' cgroups are made in (the host's; a fake one in unit tests).
+    cgroup_fs: Arc<dyn CgroupFs>,
     options: RuntimeOptions,
     monitor: PathBuf,
     table: Mutex<HashMap<String, Arc<Container>>>,
@@ -131,14 +135,26 @@ impl Containers {
         options: RuntimeOptions,
         events: Arc<Events>,
     ) -> anyhow::Result<Arc<Containers>> {
+        let cgroups = (Layout::detect()?, Arc::new(HostFs) as Arc<dyn CgroupFs>);
+        Self::open_with(root, images, options, events, cgroups, client::monitor_binary()?).await
+    }
+
+    /// [`Containers::open`] with the cgroup layout and filesystem and the monitor binary given.
+    pub(crate) async fn open_with(
+        root: &Path,
+        images: Arc<ImageStore>,
+        options: RuntimeOptions,
+        events: Arc<Events>,
+        (layout, cgroup_fs): (Layout, Arc<dyn CgroupFs>),
+        monitor: PathBuf,
+    ) -> anyhow::Result<Arc<Containers>> {
         let dir = root.join("containers");
         std::fs::create_dir_all(&dir)?;
-        let layout = Layout::detect()?;
-        let monitor = client::monitor_binary()?;
         let containers = Arc::new(Containers {
             dir: dir.clone(),
             images,
             layout,
+            cgroup_fs,
             options,
             monitor,
             table: Mutex::new(HashMap::new()),
@@ -154,7 +170,7 @@ impl Containers {
                 tracing::warn!(dir = %path.display(), error = %e, "skipping a container directory with a bad record");
                 continue;
             }
-            if let (Some(network), Some(address)) = (&containers.options.network, record.config.address)
+            if let (Ok(network), Some(address)) = (containers.network_of(&record), record.config.address)
                 && let Err(e) = network.claim(&record.config.id, address)
             {
                 tracing::warn!(container = %record.config.id, error = %e, "its address is taken; it gets a new one at start");
@@ -162,16 +178,27 @@ impl Containers {
             let container = containers.insert(record, path);
             containers.readopt(container).await;
         }
-        if let Some(network) = &containers.options.network {
-            let running = containers
+        for network in containers.options.networks.all() {
+            let running: HashSet<String> = containers
                 .list()
                 .iter()
-                .filter(|c| c.record().state.status == ContainerStatus::Running)
-                .map(|c| c.id.clone())
+                .map(|c| c.record())
+                .filter(|r| r.state.status == ContainerStatus::Running && r.config.network.name() == network.name())
+                .map(|r| r.config.id)
                 .collect();
             network.reconcile(&running).await?;
         }
         Ok(containers)
+    }
+
+    /// The driver of the network a container is on.
+    fn network_of(&self, record: &Record) -> Result<&Arc<dyn NetworkDriver>, NetError> {
+        self.options.networks.get(record.config.network.name())
+    }
+
+    /// A container's cgroup as it is (it may not exist).
+    fn cgroup(&self, id: &str) -> Cgroup {
+        Cgroup::open_with(self.cgroup_fs.clone(), &self.layout, &self.options.cgroup_parent, id)
     }
 
     fn insert(&self, record: Record, dir: PathBuf) -> Arc<Container> {
@@ -204,7 +231,7 @@ impl Containers {
                 let _ = conn.writer.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
                 let drained = async { while let Ok(Some(_)) = conn.reader.next().await {} };
                 let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
-                let _ = remove_cgroup(Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id)).await;
+                let _ = remove_cgroup(self.cgroup(&c.id)).await;
             }
             return;
         }
@@ -212,8 +239,14 @@ impl Containers {
             Ok(conn) => {
                 tracing::info!(container = %c.id, "re-adopted running container");
                 let record = c.record();
-                if let (Some(network), Some(address)) = (&self.options.network, record.config.address) {
-                    network.readopt(&c.id, address, &record.state.ports).await;
+                if let Ok(network) = self.network_of(&record) {
+                    let endpoint = Endpoint {
+                        id: &c.id,
+                        pid: record.state.pid,
+                        address: record.config.address,
+                        ports: &record.state.ports,
+                    };
+                    network.readopt(endpoint).await;
                 }
                 self.watch_exit(c, conn);
             }

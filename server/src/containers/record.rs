@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::CreateSpec;
 use crate::cgroups::Limits;
 use crate::image::manifest::RunConfig;
-use crate::network::PortConfig;
+use crate::network::{PortConfig, driver};
 use crate::runtime::bundle::{ExitInfo, MountSpec};
 
 pub const RECORD_FILE: &str = "container.json";
@@ -63,6 +63,17 @@ pub enum Network {
     Bridge,
     None,
     Host,
+}
+
+impl Network {
+    /// The name of the network's driver (see [`crate::network::Networks`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Bridge => driver::BRIDGE,
+            Network::None => driver::NONE,
+            Network::Host => driver::HOST,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

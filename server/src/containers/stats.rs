@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{Container, ContainerError, ContainerStatus, Containers, Network};
-use crate::cgroups::{Cgroup, Usage};
+use super::{Container, ContainerError, ContainerStatus, Containers};
+use crate::cgroups::Usage;
 use crate::clock::now_nanos;
 
 /// One sample of one container.
@@ -66,7 +66,7 @@ impl Containers {
         if record.state.status != ContainerStatus::Running {
             return Err(not_running());
         }
-        let cgroup = Cgroup::open(&self.layout, &self.options.cgroup_parent, &c.id);
+        let cgroup = self.cgroup(&c.id);
         let usage = match cgroup.usage() {
             Ok(usage) => usage,
             // The exit removes the cgroup: a container that just stopped.
@@ -74,11 +74,12 @@ impl Containers {
             Err(e) => return Err(ContainerError::Internal(format!("reading the usage of {}: {e}", c.shown()))),
         };
         // A host-network container shares the host's interfaces: their counters are not the container's.
-        let networks = match record.config.network {
-            Network::Host => Vec::new(),
-            _ => std::fs::read_to_string(format!("/proc/{}/net/dev", record.state.pid))
+        let networks = if self.network_of(&record).is_ok_and(|n| n.shares_host_namespace()) {
+            Vec::new()
+        } else {
+            std::fs::read_to_string(format!("/proc/{}/net/dev", record.state.pid))
                 .map(|text| parse_net_dev(&text))
-                .unwrap_or_default(),
+                .unwrap_or_default()
         };
         Ok(Sample { unix_nanos: now_nanos(), usage, networks })
     }
