@@ -8,81 +8,23 @@
 //!
 //! The tar crate only parses; every write happens here. Layers are not trusted to set up overlay
 //! state: `trusted.*` xattrs from the archive are dropped and device nodes are refused.
+//!
+//! Beside this pass over the entries: `types` (limits, statistics, errors), `names` (normalization and
+//! whiteouts) and `fs` (descriptor-relative create-or-replace and removal).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use tar::EntryType;
 
+use self::fs::{create_replacing, is_dir_nofollow, remove_any, same_file};
+use self::names::{EntryPath, Name, Whiteout, normalize, shown, whiteout};
+pub use self::types::{Limits, Stats, UnpackError};
 use crate::fsroot::{DIR_OPEN, DIR_PATH, open_in_root, open_or_create_dirs};
-
-/// Bounds on what one layer may contain.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Most tar entries (of any kind, after long-name and PAX records are merged) in the layer.
-    pub max_entries: u64,
-    /// Longest entry name or link target, in bytes, as stored in the archive.
-    pub max_path_len: usize,
-    /// Most bytes of regular-file data in the layer.
-    pub max_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_entries: 1_000_000, max_path_len: 4096, max_bytes: 64 << 30 }
-    }
-}
-
-/// What [`unpack_layer`] did.
-#[derive(Debug, Default, Clone)]
-pub struct Stats {
-    /// Tar entries read.
-    pub entries: u64,
-    /// Regular-file bytes written.
-    pub bytes: u64,
-    /// Human-readable notes on entries skipped or clamped (at most 100).
-    pub skipped: Vec<String>,
-}
-
-/// Why a layer could not be unpacked. Entry names are shown as stored in the archive.
-#[derive(Debug, thiserror::Error)]
-pub enum UnpackError {
-    #[error("cannot open unpack destination {path:?}: {source}")]
-    Dest {
-        path: std::path::PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("layer has more than {limit} entries")]
-    TooManyEntries { limit: u64 },
-    #[error("layer entry name {path:?} is longer than the limit of {limit} bytes")]
-    PathTooLong { path: String, limit: usize },
-    #[error("link target of layer entry {path:?} is longer than the limit of {limit} bytes")]
-    LinkTargetTooLong { path: String, limit: usize },
-    #[error("regular files in the layer exceed the limit of {limit} bytes (at entry {path:?})")]
-    TooLarge { limit: u64, path: String },
-    /// A malformed or truncated archive, or a read error from the reader underneath (which may
-    /// itself be a decompressor or a download).
-    #[error("cannot read the layer as a tar stream: {0}")]
-    Tar(#[source] io::Error),
-    #[error("layer entry {path:?} is a hardlink to {target:?}, which cannot be linked: {source}")]
-    Hardlink {
-        path: String,
-        target: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot unpack layer entry {path:?}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// Unpacks an uncompressed tar stream (one OCI image layer) into `dest`, an existing empty directory,
 /// turning OCI whiteouts into overlayfs whiteouts. Every entry is treated as hostile.
@@ -108,15 +50,7 @@ pub fn unpack_layer<R: Read>(tar: R, dest: &Path, limits: &Limits) -> Result<Sta
 const COPY_BUFFER: usize = 256 * 1024;
 /// Most notes kept in [`Stats::skipped`].
 const MAX_NOTES: usize = 100;
-/// Longest entry name shown in errors and notes, in characters.
-const SHOWN_NAME_MAX: usize = 256;
 
-/// An OCI opaque-directory marker's name.
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// Prefix of OCI whiteout names.
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-/// Prefix of OCI whiteout names reserved for metadata (`.wh..wh.plnk` and the like).
-const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 /// The xattr that marks a directory opaque to overlayfs.
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// PAX record key prefix carrying an extended attribute.
@@ -149,40 +83,6 @@ struct Parent {
 struct DirTime {
     path: Option<EntryPath>,
     mtime: Timespec,
-}
-
-/// A non-root entry name after lexical normalization.
-#[derive(Debug, Clone, PartialEq)]
-struct EntryPath {
-    /// The directory part: components joined by `/`, possibly with `..` (clamped at resolution);
-    /// empty for the root.
-    parent: Vec<u8>,
-    /// The last component: never empty, `.`, `..`, and without `/`.
-    name: Vec<u8>,
-}
-
-/// What an entry name refers to.
-#[derive(Debug, PartialEq)]
-enum Name {
-    /// The root itself (`""`, `.`, `/`, `./`).
-    Root,
-    /// Something below the root.
-    Child(EntryPath),
-    /// A name whose last component is `..`; it can only name an ancestor, so it is not used.
-    EndsInDotDot,
-}
-
-/// What an entry's last component says about OCI whiteouts.
-#[derive(Debug, PartialEq)]
-enum Whiteout<'a> {
-    /// Not a whiteout.
-    None,
-    /// `.wh..wh..opq`: the parent directory hides everything below it in lower layers.
-    Opaque,
-    /// `.wh.NAME`: NAME is deleted.
-    Hide(&'a [u8]),
-    /// Any other `.wh.` name (`.wh..wh.plnk`, `.wh.`, `.wh..`, ...).
-    Unsupported,
 }
 
 /// An entry's metadata from its header and PAX records.
@@ -594,72 +494,9 @@ impl Meta {
     }
 }
 
-impl EntryPath {
-    /// The normalized name, for messages.
-    fn shown(&self) -> String {
-        if self.parent.is_empty() {
-            shown(&self.name)
-        } else {
-            shown(&[self.parent.as_slice(), b"/", self.name.as_slice()].concat())
-        }
-    }
-}
-
-impl UnpackError {
-    fn io(path: &str, e: Errno) -> Self {
-        UnpackError::Io { path: path.to_owned(), source: e.into() }
-    }
-}
-
 /// Maps a syscall error to [`UnpackError::Io`] for entry `shown`.
 fn at(shown: &str) -> impl Fn(Errno) -> UnpackError + '_ {
     move |e| UnpackError::io(shown, e)
-}
-
-/// An entry name for messages: lossy UTF-8, cut to `SHOWN_NAME_MAX` characters.
-fn shown(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    if text.chars().count() <= SHOWN_NAME_MAX {
-        return text.into_owned();
-    }
-    let mut cut: String = text.chars().take(SHOWN_NAME_MAX).collect();
-    cut.push_str("...");
-    cut
-}
-
-/// Lexically normalizes an entry name: leading `/` and `./`, empty and `.` components go; `..`
-/// components stay (openat2 clamps them at the root), except as the last component.
-fn normalize(raw: &[u8]) -> Name {
-    let mut components = raw.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".");
-    let Some(name) = components.next_back() else {
-        return Name::Root;
-    };
-    if name == b".." {
-        return Name::EndsInDotDot;
-    }
-    let mut parent = Vec::new();
-    for component in components {
-        if !parent.is_empty() {
-            parent.push(b'/');
-        }
-        parent.extend_from_slice(component);
-    }
-    Name::Child(EntryPath { parent, name: name.to_vec() })
-}
-
-/// Classifies an entry's last component as an OCI whiteout or not.
-fn whiteout(name: &[u8]) -> Whiteout<'_> {
-    if name == OPAQUE_MARKER {
-        return Whiteout::Opaque;
-    }
-    if name.starts_with(WHITEOUT_META_PREFIX) {
-        return Whiteout::Unsupported;
-    }
-    match name.strip_prefix(WHITEOUT_PREFIX) {
-        None => Whiteout::None,
-        Some(b"" | b"." | b"..") => Whiteout::Unsupported,
-        Some(hidden) => Whiteout::Hide(hidden),
-    }
 }
 
 /// Whether a layer may set this xattr: `user.*` and file capabilities only. `trusted.*` (overlay
@@ -696,118 +533,9 @@ fn times(mtime: Timespec) -> Timestamps {
     Timestamps { last_access: mtime, last_modification: mtime }
 }
 
-/// Runs `create`; if the name is taken, removes whatever has it (a directory with everything in
-/// it) and runs `create` once more. Returns whether something was replaced.
-fn create_replacing<T>(
-    dir: BorrowedFd<'_>,
-    name: &[u8],
-    mut create: impl FnMut() -> rustix::io::Result<T>,
-) -> rustix::io::Result<(T, bool)> {
-    match create() {
-        Err(Errno::EXIST) => {
-            remove_any(dir, name)?;
-            Ok((create()?, true))
-        }
-        result => result.map(|made| (made, false)),
-    }
-}
-
-/// Whether `name` in `dir` is a directory itself (not a symlink to one).
-fn is_dir_nofollow(dir: BorrowedFd<'_>, name: &[u8]) -> bool {
-    rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
-}
-
-/// Whether two names (not following symlinks) are the same inode.
-fn same_file(a_dir: BorrowedFd<'_>, a: &[u8], b_dir: BorrowedFd<'_>, b: &[u8]) -> bool {
-    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
-    match (rfs::statat(a_dir, a, nofollow), rfs::statat(b_dir, b, nofollow)) {
-        (Ok(a), Ok(b)) => same_inode(&a, &b),
-        _ => false,
-    }
-}
-
-fn same_inode(a: &Stat, b: &Stat) -> bool {
-    a.st_dev == b.st_dev && a.st_ino == b.st_ino
-}
-
-/// Removes `name` from `dir` whatever it is, never following a symlink; a directory is emptied
-/// first. Nothing outside `dir` is touched.
-fn remove_any(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
-    match rfs::unlinkat(dir, name, AtFlags::empty()) {
-        Err(Errno::ISDIR) => {}
-        result => return result,
-    }
-    match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Err(Errno::NOTEMPTY) => {}
-        result => return result,
-    }
-    empty_tree(rfs::openat(dir, name, DIR_OPEN, Mode::empty())?)?;
-    rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)
-}
-
-/// Deletes everything inside directory `top`, depth first. Iterative, because a hostile layer can
-/// nest directories deeper than any stack, and holding two descriptors at a time. Going back up
-/// uses `..`, checked against the directory that was left.
-fn empty_tree(top: OwnedFd) -> rustix::io::Result<()> {
-    /// A directory being emptied above the current one.
-    struct Level {
-        /// Name of the directory below it that is being emptied now.
-        entered: Vec<u8>,
-        /// Identity of this directory, to check the way back up.
-        stat: Stat,
-        /// Its non-empty subdirectories still to empty.
-        pending: Vec<Vec<u8>>,
-    }
-    let mut dir = top;
-    let mut pending = remove_all_but_full_dirs(dir.as_fd())?;
-    let mut levels: Vec<Level> = Vec::new();
-    loop {
-        if let Some(sub) = pending.pop() {
-            let next = rfs::openat(&dir, &sub, DIR_OPEN, Mode::empty())?;
-            levels.push(Level { entered: sub, stat: rfs::fstat(&dir)?, pending: std::mem::take(&mut pending) });
-            dir = next;
-            pending = remove_all_but_full_dirs(dir.as_fd())?;
-            continue;
-        }
-        // `dir` is empty now.
-        let Some(level) = levels.pop() else {
-            return Ok(());
-        };
-        let up = rfs::openat(&dir, "..", DIR_OPEN, Mode::empty())?;
-        if !same_inode(&rfs::fstat(&up)?, &level.stat) {
-            // Only a concurrent rename could cause this; stop rather than delete elsewhere.
-            return Err(Errno::STALE);
-        }
-        rfs::unlinkat(&up, level.entered.as_slice(), AtFlags::REMOVEDIR)?;
-        dir = up;
-        pending = level.pending;
-    }
-}
-
-/// Unlinks everything in `dir` except non-empty subdirectories, whose names it returns.
-fn remove_all_but_full_dirs(dir: BorrowedFd<'_>) -> rustix::io::Result<Vec<Vec<u8>>> {
-    let mut full = Vec::new();
-    for entry in rfs::Dir::read_from(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == c"." || name == c".." {
-            continue;
-        }
-        match rfs::unlinkat(dir, name, AtFlags::empty()) {
-            Err(Errno::ISDIR) => {}
-            result => {
-                result?;
-                continue;
-            }
-        }
-        match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-            Err(Errno::NOTEMPTY) => full.push(name.to_bytes().to_vec()),
-            result => result?,
-        }
-    }
-    Ok(full)
-}
+mod fs;
+mod names;
+mod types;
 
 #[cfg(test)]
 mod tests;
