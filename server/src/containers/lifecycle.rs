@@ -273,7 +273,9 @@ impl Containers {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.wait(c)).await;
         }
         let _lifecycle = c.lifecycle.lock().await;
-        if self.table.lock().unwrap().remove(&c.id).is_none() {
+        // Listed until everything of it is gone: a container that `ps -a` no longer shows has no directory,
+        // cgroup or address left (and a removal that fails leaves it listed, to be removed again).
+        if !self.table.lock().unwrap().contains_key(&c.id) {
             return Ok(()); // removed meanwhile (auto-remove)
         }
         let _ = remove_cgroup(self.cgroup(&c.id)).await;
@@ -285,6 +287,7 @@ impl Containers {
             .await
             .map_err(|e| ContainerError::Internal(format!("removing the container directory: {e}")))?
             .map_err(io("removing the container directory"))?;
+        self.table.lock().unwrap().remove(&c.id);
         tracing::info!(container = %c.id, "removed");
         self.publish(c, "destroy", |e| e);
         Ok(())
