@@ -23,6 +23,7 @@ use super::clone;
 use super::init::{self, ChildIo, ChildStdio};
 use super::logfile::{self, Stream};
 use super::protocol::{Decoder, FromMonitor, ToMonitor};
+use super::sync::SyncMsg;
 
 /// Stdin bytes queued for the container beyond which the monitor stops reading client frames.
 const STDIN_HIGH_WATER: usize = 1 << 20;
@@ -484,8 +485,7 @@ impl Monitor {
         let mut init = Proc::new(pid as i32, stdio, console, errors_r)?;
         // The init joins its cgroups itself (see Cgroup::join_files); we report ready only once it is in them,
         // so everything the server does from here on (and its cleanup on failure) finds it there.
-        let mut joined = [0u8; 1];
-        if rustix::io::read(&joined_r, &mut joined) != Ok(1) {
+        if SyncMsg::receive(&joined_r) != Ok(Some(SyncMsg::Joined)) {
             init.wait_for_exec();
             init.signal(nix::libc::SIGKILL);
             init.reap_blocking();
@@ -708,8 +708,7 @@ impl Monitor {
                     return;
                 }
                 if let Some(sync) = self.sync.take() {
-                    let (r, c) = (rows.to_be_bytes(), cols.to_be_bytes());
-                    let _ = rustix::io::write(&sync, &[b'g', r[0], r[1], c[0], c[1]]);
+                    let _ = SyncMsg::Go { rows, cols }.send(&sync);
                 }
                 self.init.receive_console();
                 // Started means the container's command runs: until the init has exec'd, its mount namespace
