@@ -97,6 +97,32 @@ impl Bundle {
             std::io::Error::new(std::io::ErrorKind::NotFound, format!("no {BUNDLE_FILE} in {}", dir.display()))
         })
     }
+
+    /// A bundle for unit tests: root `merged`, snapshots in `snapshots`, one lower layer, own network,
+    /// cgroup v2, no tty, nothing extra mounted.
+    #[cfg(test)]
+    pub fn for_tests(snapshots: &Path, merged: &Path) -> Bundle {
+        Bundle {
+            id: "x".into(),
+            rootfs: Rootfs {
+                snapshots_dir: snapshots.into(),
+                lower: vec!["1".into()],
+                upper: "/u".into(),
+                work: "/w".into(),
+                merged: merged.into(),
+            },
+            process: Process::default(),
+            hostname: "abc".into(),
+            host_network: false,
+            cgroup_join: vec![],
+            cgroup_clone_into: None,
+            capabilities: DEFAULT_CAPABILITIES,
+            cgroup_v2: true,
+            etc_files: vec![],
+            mounts: vec![],
+            log: Default::default(),
+        }
+    }
 }
 
 /// What the monitor records about its processes, for a restarted server.

@@ -89,6 +89,6 @@ impl Reader {
 
 impl Writer {
     pub async fn send(&mut self, frame: ToMonitor) -> std::io::Result<()> {
-        self.write.write_all(&frame.encode()).await
+        self.write.write_all(&frame.encode()?).await
     }
 }

@@ -7,7 +7,9 @@
 //! - [`protocol`]: the frames on the monitor's socket
 //! - [`monitor`]: the monitor's event loop
 //! - [`clone`]: fork-like clones into new namespaces and, on cgroup v2, straight into the container's cgroup
+//! - [`sync`]: the go-ahead messages between the monitor and its init before the container runs
 //! - [`init`]: the container side: rootfs, mounts, pivot_root, hostname, user, exec
+//! - [`syscall`]: the init's privileged kernel calls behind a trait, faked in unit tests
 //! - [`user`]: `user[:group]` resolved from the image's /etc/passwd and /etc/group, as data
 //! - [`logfile`]: the per-container output log
 //! - [`client`]: the server's side of the socket
@@ -19,4 +21,6 @@ pub mod init;
 pub mod logfile;
 pub mod monitor;
 pub mod protocol;
+pub mod sync;
+pub mod syscall;
 pub mod user;

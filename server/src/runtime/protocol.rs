@@ -51,6 +51,15 @@ pub enum FromMonitor {
     NoSuchExec(String),
 }
 
+/// A JSON payload (an exec's spec, an exit status); a failure to encode it is the caller's error, never an
+/// empty payload.
+fn json_frame(kind: u8, value: &impl serde::Serialize) -> std::io::Result<Vec<u8>> {
+    let payload = serde_json::to_vec(value).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("cannot encode frame {kind}: {e}"))
+    })?;
+    Ok(frame(kind, &payload))
+}
+
 fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + payload.len());
     out.push(kind);
@@ -72,22 +81,23 @@ fn size_of(p: &[u8]) -> Result<(u16, u16), String> {
 }
 
 impl ToMonitor {
-    pub fn encode(&self) -> Vec<u8> {
-        match self {
+    /// The frame's bytes; an error only when a JSON payload cannot be encoded.
+    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
+        Ok(match self {
             ToMonitor::Attach => frame(1, &[]),
             ToMonitor::Start { rows, cols } => frame(2, &size_payload(*rows, *cols)),
             ToMonitor::Stdin(data) => frame(3, data),
             ToMonitor::CloseStdin => frame(4, &[]),
             ToMonitor::Resize { rows, cols } => frame(5, &size_payload(*rows, *cols)),
             ToMonitor::Signal(sig) => frame(6, &sig.to_be_bytes()),
-            ToMonitor::Exec(spec) => frame(7, &serde_json::to_vec(spec).unwrap_or_default()),
+            ToMonitor::Exec(spec) => json_frame(7, spec)?,
             ToMonitor::SignalExec { exec_id, signal } => {
                 let mut p = signal.to_be_bytes().to_vec();
                 p.extend_from_slice(exec_id.as_bytes());
                 frame(8, &p)
             }
             ToMonitor::WaitExec(exec_id) => frame(9, exec_id.as_bytes()),
-        }
+        })
     }
 
     fn decode(kind: u8, p: Vec<u8>) -> Result<Self, String> {
@@ -116,14 +126,15 @@ impl ToMonitor {
 }
 
 impl FromMonitor {
-    pub fn encode(&self) -> Vec<u8> {
-        match self {
+    /// The frame's bytes; an error only when a JSON payload cannot be encoded.
+    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
+        Ok(match self {
             FromMonitor::Started { pid } => frame(10, &pid.to_be_bytes()),
             FromMonitor::Stdout(d) => frame(11, d),
             FromMonitor::Stderr(d) => frame(12, d),
-            FromMonitor::Exit(info) => frame(13, &serde_json::to_vec(info).unwrap_or_default()),
+            FromMonitor::Exit(info) => json_frame(13, info)?,
             FromMonitor::NoSuchExec(id) => frame(14, id.as_bytes()),
-        }
+        })
     }
 
     fn decode(kind: u8, p: Vec<u8>) -> Result<Self, String> {
@@ -197,7 +208,7 @@ mod tests {
             ToMonitor::SignalExec { exec_id: "e1".into(), signal: 9 },
             ToMonitor::WaitExec("e1".into()),
         ];
-        let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.encode()).collect();
+        let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.encode().unwrap()).collect();
         let mut d = Decoder::default();
         let mut out = Vec::new();
         for b in bytes.chunks(3) {
@@ -208,8 +219,35 @@ mod tests {
         }
         assert_eq!(out, msgs);
         let exit = FromMonitor::Exit(ExitInfo { code: 137, signal: 9, ..Default::default() });
-        d.push(&exit.encode());
+        d.push(&exit.encode().unwrap());
         assert_eq!(d.next_from_monitor().unwrap(), Some(exit));
+    }
+
+    #[test]
+    fn a_payload_that_cannot_be_encoded_is_an_error_not_an_empty_frame() {
+        struct Unencodable;
+        impl serde::Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let err = json_frame(7, &Unencodable).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("cannot encode frame 7"), "{err}");
+    }
+
+    #[test]
+    fn short_and_malformed_payloads_are_errors() {
+        for (kind, payload) in [(2u8, &b"\x00\x18"[..]), (5, b""), (6, b"\x00\x00\x0f"), (7, b"{"), (8, b"\x00\x09")] {
+            let mut d = Decoder::default();
+            d.push(&frame(kind, payload));
+            assert!(d.next_to_monitor().is_err(), "kind {kind}");
+        }
+        for (kind, payload) in [(10u8, &b"\x00"[..]), (13, b"not json")] {
+            let mut d = Decoder::default();
+            d.push(&frame(kind, payload));
+            assert!(d.next_from_monitor().is_err(), "kind {kind}");
+        }
     }
 
     #[test]

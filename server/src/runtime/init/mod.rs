@@ -1,0 +1,235 @@
+//! The container side, run in the child the monitor cloned into new namespaces. One linear function in runc's
+//! order: wait for the go-ahead, join the cgroup namespace, stdio, the root filesystem ([`rootfs`]: overlay,
+//! mounts resolved inside the root, pivot_root, masked and read-only paths), hostname, user, capabilities
+//! ([`caps`]), workdir, exec ([`command`]). A terminal is allocated inside the container ([`console`]). Any
+//! failure is written to the error pipe (close-on-exec: a successful exec closes it empty) and ends the child
+//! with 127 (not found), 126 (not executable) or 125 (setup failed), see [`error`].
+//!
+//! The privileged calls go through [`Syscall`](super::syscall::Syscall); the real path uses the zero-sized
+//! [`Linux`](super::syscall::Linux).
+
+pub mod caps;
+pub mod command;
+pub mod console;
+pub mod error;
+pub mod rootfs;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+use rustix::fs::{self as rfs, Mode, OFlags};
+
+pub use self::error::InitError;
+use self::error::{Never, io_err, setup_err};
+use super::bundle::{Bundle, ExecSpec};
+use super::sync::SyncMsg;
+use super::syscall::{Linux, Syscall};
+use super::user;
+use crate::fsroot::DIR_PATH;
+
+/// The child's ends of what the monitor made for it.
+pub struct ChildIo {
+    pub stdio: ChildStdio,
+    /// Write end, close-on-exec: the reason the container could not start.
+    pub errors: OwnedFd,
+}
+
+/// The container's stdio.
+pub enum ChildStdio {
+    /// Pipes; stdin None means /dev/null.
+    Pipes { stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd },
+    /// A terminal: the init allocates it from the container's own devpts (so ttyname works inside), and
+    /// sends the master to the monitor over this socket.
+    Console(OwnedFd),
+}
+
+/// Every signal back to its default action and none blocked: the monitor ignores SIGPIPE, and an ignored
+/// signal would stay ignored across exec.
+fn reset_signals() {
+    /// The kernel's struct sigaction (libc's signal() refuses the signals glibc reserves, 32 and 33).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction { handler: nix::libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    // SAFETY: rt_sigaction/sigprocmask system calls with valid arguments in a single-threaded child.
+    unsafe {
+        for sig in 1..=64 {
+            if sig != nix::libc::SIGKILL && sig != nix::libc::SIGSTOP {
+                nix::libc::syscall(nix::libc::SYS_rt_sigaction, sig, &default, std::ptr::null_mut::<u8>(), 8usize);
+            }
+        }
+        let mut none: nix::libc::sigset_t = std::mem::zeroed();
+        nix::libc::sigemptyset(&mut none);
+        nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
+/// Runs in the cloned child; never returns. `joined` gets [`SyncMsg::Joined`] once the child is in the
+/// container's cgroups. `sync` is the read end of the go-ahead pipe: [`SyncMsg::Go`] with the initial tty
+/// size; EOF means the start was abandoned.
+pub fn run(bundle: &Bundle, io: ChildIo, sync: OwnedFd, joined: OwnedFd, join: bool) -> ! {
+    reset_signals();
+    let result = setup_and_exec(&Linux, bundle, &io, &sync, joined, join);
+    report_and_exit(&io, result)
+}
+
+/// Reports why the child could not exec on the error pipe and ends it with the matching code.
+fn report_and_exit(io: &ChildIo, result: Result<Never, InitError>) -> ! {
+    let code = match result {
+        Ok(never) => match never {},
+        Err(e) => {
+            let _ = rustix::io::write(&io.errors, e.message.as_bytes());
+            e.code
+        }
+    };
+    exit(code)
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit is always safe; it skips the monitor's atexit handlers and buffers, which belong to
+    // the parent.
+    unsafe { nix::libc::_exit(code) }
+}
+
+/// Moves the calling (single-threaded) process into the container's cgroups.
+fn join_cgroups(bundle: &Bundle) -> Result<(), InitError> {
+    for file in &bundle.cgroup_join {
+        std::fs::write(file, "0").map_err(|e| InitError::setup(format!("cannot join the container's cgroup: {e}")))?;
+    }
+    Ok(())
+}
+
+fn open_devnull() -> Result<OwnedFd, InitError> {
+    rfs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open /dev/null"))
+}
+
+fn setup_and_exec<S: Syscall>(
+    sys: &S,
+    bundle: &Bundle,
+    io: &ChildIo,
+    sync: &OwnedFd,
+    joined: OwnedFd,
+    join: bool,
+) -> Result<Never, InitError> {
+    // 1. Join the container's cgroups ourselves unless we were cloned into them (see runtime::clone) and
+    // say so; then wait for the go-ahead: the server has connected our network namespace by then.
+    if join {
+        join_cgroups(bundle)?;
+    }
+    let _ = SyncMsg::Joined.send(&joined);
+    drop(joined);
+    let tty_size = match SyncMsg::receive(sync) {
+        Ok(Some(SyncMsg::Go { rows, cols })) => (rows, cols),
+        // The start was abandoned: leave quietly.
+        _ => exit(0),
+    };
+    // The cgroup namespace is made now, so its root is the container's cgroup, not the monitor's.
+    sys.unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
+
+    // 2. stdio, for pipes (a terminal comes once the container's /dev/pts exists).
+    let devnull = open_devnull()?;
+    if let ChildStdio::Pipes { stdin, stdout, stderr } = &io.stdio {
+        let stdin = stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd());
+        console::dup_stdio([stdin, stdout.as_fd(), stderr.as_fd()])?;
+    }
+
+    // 3.-7. The root filesystem, the terminal inside it, pivot_root, masked and read-only paths.
+    rootfs::prepare(sys, bundle, |root| match &io.stdio {
+        ChildStdio::Console(socket) => console::attach(root, socket.as_fd(), tty_size),
+        ChildStdio::Pipes { .. } => Ok(()),
+    })?;
+
+    // 8. Identity, environment, exec.
+    sys.sethostname(&bundle.hostname).map_err(setup_err("sethostname"))?;
+    let process = &bundle.process;
+    become_and_exec(bundle, &process.user, &process.cwd, &[], &process.args, true)
+}
+
+/// Runs in a child the monitor forked (already in the container's PID namespace) to exec a process in a
+/// running container: join its cgroup and its other namespaces through the init's pidfd, set up stdio, then
+/// become the user and exec, as the init does. Never returns.
+/// `join`: the process was not cloned into the container's cgroup and joins it itself.
+pub fn exec_in_container(bundle: &Bundle, spec: &ExecSpec, init_pidfd: BorrowedFd<'_>, io: ChildIo, join: bool) -> ! {
+    reset_signals();
+    let result = enter_and_exec(&Linux, bundle, spec, init_pidfd, &io, join);
+    report_and_exit(&io, result)
+}
+
+fn enter_and_exec<S: Syscall>(
+    sys: &S,
+    bundle: &Bundle,
+    spec: &ExecSpec,
+    init_pidfd: BorrowedFd<'_>,
+    io: &ChildIo,
+    join: bool,
+) -> Result<Never, InitError> {
+    if join {
+        join_cgroups(bundle)?;
+    }
+    let mut flags =
+        nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWCGROUP;
+    if !bundle.host_network {
+        flags |= nix::libc::CLONE_NEWNET;
+    }
+    // The pidfd enters all these namespaces at once; the mount namespace switch also moves our root and
+    // cwd to the container's root.
+    sys.setns(init_pidfd, flags).map_err(setup_err("enter the container's namespaces"))?;
+    let devnull = open_devnull()?;
+    match &io.stdio {
+        ChildStdio::Pipes { stdin, stdout, stderr } => {
+            console::dup_stdio([stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd()), stdout.as_fd(), stderr.as_fd()])?
+        }
+        ChildStdio::Console(socket) => {
+            let root = rfs::open("/", DIR_PATH | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open /"))?;
+            let size = if spec.rows > 0 && spec.cols > 0 { (spec.rows, spec.cols) } else { (24, 80) };
+            console::attach(&root, socket.as_fd(), size)?;
+        }
+    }
+    let process = &spec.process;
+    let user = if process.user.is_empty() { &bundle.process.user } else { &process.user };
+    let cwd = if process.cwd.is_empty() { &bundle.process.cwd } else { &process.cwd };
+    become_and_exec(bundle, user, cwd, &process.env, &process.args, false)
+}
+
+/// The last steps of every container process: resolve the user from the container's own /etc/passwd and
+/// /etc/group, build the environment, enter the working directory (creating it for the main process, as
+/// docker does), drop to the user, close every inherited descriptor, exec.
+fn become_and_exec(
+    bundle: &Bundle,
+    user_spec: &str,
+    cwd: &str,
+    extra_env: &[String],
+    args: &[String],
+    create_cwd: bool,
+) -> Result<Never, InitError> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let who = user::resolve(user_spec, &passwd, &group).map_err(InitError::setup)?;
+    let mut env = command::process_env(bundle, &who.home);
+    command::overlay_env(&mut env, extra_env);
+    let cwd = if cwd.is_empty() { "/" } else { cwd };
+    if !cwd.starts_with('/') {
+        return Err(InitError::setup(format!("working directory {cwd:?} must be absolute")));
+    }
+    if create_cwd {
+        std::fs::create_dir_all(cwd)
+            .map_err(|e| InitError::setup(format!("cannot create working directory {cwd}: {e}")))?;
+    }
+    caps::limit(bundle.capabilities)?;
+    let groups: Vec<nix::unistd::Gid> = who.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
+    let (uid, gid) = (nix::unistd::Uid::from_raw(who.uid), nix::unistd::Gid::from_raw(who.gid));
+    nix::unistd::setresgid(gid, gid, gid).map_err(setup_err("setgid"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(setup_err("setuid"))?;
+    nix::unistd::chdir(Path::new(cwd))
+        .map_err(|e| InitError::setup(format!("cannot enter working directory {cwd}: {e}")))?;
+    // Nothing of the monitor's leaks past exec.
+    // SAFETY: close_range only marks descriptors close-on-exec.
+    unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, nix::libc::CLOSE_RANGE_CLOEXEC) };
+    command::exec(args, &env)
+}
