@@ -1,14 +1,27 @@
 //! cm-server's library: everything the daemon (src/main.rs) and the per-container monitor
 //! (src/bin/cm-monitor.rs) are made of.
 
-pub mod api;
-pub mod cgroups;
-pub mod clock;
-pub mod containers;
-pub mod events;
-pub mod fsroot;
-pub mod image;
-pub mod listen;
-pub mod network;
-pub mod runtime;
-pub mod store;
+pub(crate) mod api;
+pub(crate) mod cgroups;
+pub(crate) mod clock;
+pub(crate) mod containers;
+pub(crate) mod events;
+pub(crate) mod fsroot;
+pub(crate) mod image;
+pub(crate) mod listen;
+pub(crate) mod network;
+pub(crate) mod runtime;
+pub(crate) mod store;
+
+// What the binaries use. Everything else is crate-private, so rustc reports what nothing uses.
+pub use api::ContainerApi;
+pub use cgroups::{Limits, parse_cpus, parse_memory};
+pub use containers::{Containers, RuntimeOptions};
+pub use events::Events;
+pub use image::{ImageStore, RegistryOptions};
+pub use listen::{Listener, bind, unix_incoming};
+pub use network::Ipv4Net;
+pub use network::driver::BRIDGE;
+pub use network::{BridgeNetwork, NetworkOptions, Networks};
+pub use runtime::bundle::LogLimits;
+pub use runtime::monitor::main as monitor_main;

@@ -8,8 +8,10 @@ use anyhow::Context;
 use clap::Parser;
 use cm_api::Address;
 use cm_api::v1::container_service_server::ContainerServiceServer;
-use cm_server::runtime::bundle::LogLimits;
-use cm_server::{api, cgroups, containers, events, image, listen, network};
+use cm_server::{
+    BRIDGE, BridgeNetwork, ContainerApi, Containers, Events, ImageStore, Ipv4Net, Limits, Listener, LogLimits,
+    NetworkOptions, Networks, RegistryOptions, RuntimeOptions, bind, parse_cpus, parse_memory, unix_incoming,
+};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -31,10 +33,10 @@ struct Args {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
     /// Memory limit for containers that set none, e.g. 256m (docker syntax).
-    #[arg(long, value_name = "SIZE", value_parser = cgroups::parse_memory)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     default_memory: Option<u64>,
     /// CPU limit for containers that set none, e.g. 0.5.
-    #[arg(long, value_name = "CPUS", value_parser = cgroups::parse_cpus)]
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
     default_cpus: Option<u64>,
     /// Process limit for containers that set none.
     #[arg(long, value_name = "N")]
@@ -49,12 +51,12 @@ struct Args {
     /// Subnet of the bridge, e.g. 10.88.0.0/16. Default: the one used before, else the first private subnet
     /// that no address or route of the host overlaps.
     #[arg(long, value_name = "CIDR")]
-    subnet: Option<network::Ipv4Net>,
+    subnet: Option<Ipv4Net>,
     /// Name of cm's nftables table (family ip) holding its NAT and published-port rules.
     #[arg(long, value_name = "NAME", default_value = "cm")]
     nft_table: String,
     /// Rotate a container's output log before it grows past this size, e.g. 10m (docker syntax); 0 = never.
-    #[arg(long, value_name = "SIZE", default_value = "10m", value_parser = cgroups::parse_memory)]
+    #[arg(long, value_name = "SIZE", default_value = "10m", value_parser = parse_memory)]
     log_max_size: u64,
     /// Log files kept per container when rotating, the current one included.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
@@ -86,11 +88,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Addresses first: a server that cannot take them changes nothing (no bridge, no rules, no state).
     let mut listeners = Vec::new();
     for address in &args.listen {
-        listeners.push((address.clone(), listen::bind(address, args.group.as_deref()).await?));
+        listeners.push((address.clone(), bind(address, args.group.as_deref()).await?));
     }
     let sockets: Vec<PathBuf> = listeners
         .iter()
-        .filter_map(|(_, l)| if let listen::Listener::Unix(_, path) = l { Some(path.clone()) } else { None })
+        .filter_map(|(_, l)| if let Listener::Unix(_, path) = l { Some(path.clone()) } else { None })
         .collect();
     let result = serve_on(args, listeners).await;
     for path in sockets {
@@ -99,41 +101,33 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     result
 }
 
-async fn serve_on(args: Args, listeners: Vec<(Address, listen::Listener)>) -> anyhow::Result<()> {
+async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Result<()> {
     let images_root = args.root.join("images");
-    let images = tokio::task::spawn_blocking(move || image::ImageStore::open(&images_root))
+    let images = tokio::task::spawn_blocking(move || ImageStore::open(&images_root))
         .await?
         .with_context(|| format!("cannot open the image store under {}", args.root.display()))?;
     let images = Arc::new(images);
-    let default_limits = cgroups::Limits {
-        memory_bytes: args.default_memory,
-        cpu_millis: args.default_cpus,
-        pids: args.default_pids_limit,
-    };
+    let default_limits =
+        Limits { memory_bytes: args.default_memory, cpu_millis: args.default_cpus, pids: args.default_pids_limit };
     default_limits.validate().map_err(|e| anyhow::anyhow!("bad default limits: {e}"))?;
-    let mut networks = network::Networks::default();
+    let mut networks = Networks::default();
     match args.bridge.as_str() {
-        "none" => networks.disable(
-            network::driver::BRIDGE,
-            "this cm-server runs without a bridge (--bridge none); use --network none or host",
-        ),
+        "none" => {
+            networks.disable(BRIDGE, "this cm-server runs without a bridge (--bridge none); use --network none or host")
+        }
         _ => {
-            let options = network::NetworkOptions {
-                bridge: args.bridge.clone(),
-                subnet: args.subnet,
-                nft_table: args.nft_table.clone(),
-            };
-            let bridge = network::BridgeNetwork::open(&args.root, options)
+            let options =
+                NetworkOptions { bridge: args.bridge.clone(), subnet: args.subnet, nft_table: args.nft_table.clone() };
+            let bridge = BridgeNetwork::open(&args.root, options)
                 .await
                 .with_context(|| format!("cannot set up the bridge network on {}", args.bridge))?;
             networks.add(Arc::new(bridge));
         }
     }
     let log_limits = LogLimits { max_size: args.log_max_size, max_files: args.log_max_files };
-    let options =
-        containers::RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), networks, log_limits };
-    let events = Arc::new(events::Events::default());
-    let containers = containers::Containers::open(&args.root, images.clone(), options, events)
+    let options = RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), networks, log_limits };
+    let events = Arc::new(Events::default());
+    let containers = Containers::open(&args.root, images.clone(), options, events)
         .await
         .with_context(|| format!("cannot load the containers under {}", args.root.display()))?;
     // Containers hold their images' snapshots now; collect what a killed pull left behind.
@@ -141,12 +135,11 @@ async fn serve_on(args: Args, listeners: Vec<(Address, listen::Listener)>) -> an
     if reclaimed > 0 {
         tracing::info!(reclaimed, "removed content left by an interrupted pull");
     }
-    let api =
-        api::ContainerApi::new(images, image::RegistryOptions { insecure: args.insecure_registry.clone() }, containers);
+    let api = ContainerApi::new(images, RegistryOptions { insecure: args.insecure_registry.clone() }, containers);
     let api = ContainerServiceServer::new(api);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ContainerServiceServer<api::ContainerApi>>().await;
+    health.set_serving::<ContainerServiceServer<ContainerApi>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cm_api::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -170,10 +163,10 @@ async fn serve_on(args: Args, listeners: Vec<(Address, listen::Listener)>) -> an
             let _ = stop.wait_for(|s| *s).await;
         };
         match listener {
-            listen::Listener::Unix(l, _) => {
-                servers.spawn(router.serve_with_incoming_shutdown(listen::unix_incoming(l), shutdown));
+            Listener::Unix(l, _) => {
+                servers.spawn(router.serve_with_incoming_shutdown(unix_incoming(l), shutdown));
             }
-            listen::Listener::Tcp(l) => {
+            Listener::Tcp(l) => {
                 servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown));
             }
         }

@@ -5,5 +5,5 @@ fn main() {
         eprintln!("usage: cm-monitor CONTAINER_DIR (started by cm-server, not by hand)");
         std::process::exit(2);
     };
-    std::process::exit(cm_server::runtime::monitor::main(std::path::Path::new(&dir)));
+    std::process::exit(cm_server::monitor_main(std::path::Path::new(&dir)));
 }

@@ -5,7 +5,6 @@
 //! The file I/O is ours rather than the cgroups-rs crate's: cgroups-rs 0.5 hard-codes /sys/fs/cgroup for v2 (so
 //! its v2 logic cannot run against a fake tree), ignores failures to enable controllers and to copy cpusets, and
 //! pulls in zbus and a second nix.
-#![allow(dead_code)]
 
 mod fs;
 mod limits;
@@ -26,8 +25,8 @@ use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
 
 pub(crate) use self::fs::{CgroupFs, HostFs};
 use self::fs::{read_counter, read_pids, remove_dir_retrying, write_file};
-pub use self::limits::{Limits, format_cpus, online_cpus, parse_cpus, parse_memory};
-pub use self::stats::{CpuUsage, IoUsage, MemoryUsage, PidsUsage, Usage};
+pub use self::limits::{Limits, online_cpus, parse_cpus, parse_memory};
+pub use self::stats::Usage;
 
 /// Where cgroup filesystems are mounted on every distribution we know.
 const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
@@ -74,6 +73,7 @@ impl Layout {
     }
 
     /// The directory the layout's cgroup filesystems are under.
+    #[cfg(test)]
     pub fn root(&self) -> &Path {
         match self {
             Layout::V1 { root } | Layout::V2 { root } => root,
@@ -96,6 +96,7 @@ impl fmt::Debug for Cgroup {
 }
 
 impl Cgroup {
+    #[cfg(test)]
     /// Creates cm's cgroup for container `id` under `parent` with `limits` applied. v1: in every mounted
     /// hierarchy among memory, cpu, cpuacct, pids, cpuset, blkio, devices and freezer, with cpuset.cpus and
     /// cpuset.mems copied from the parent. v2: enables memory, cpu, pids and io (those available) in
@@ -128,6 +129,7 @@ impl Cgroup {
         Ok(cgroup)
     }
 
+    #[cfg(test)]
     /// Re-opens an existing container cgroup (after a server restart) without changing it.
     pub fn open(layout: &Layout, parent: &str, id: &str) -> Cgroup {
         Self::open_with(Arc::new(HostFs), layout, parent, id)
@@ -168,6 +170,7 @@ impl Cgroup {
         self.v2.then(|| self.dirs[0].1.clone())
     }
 
+    #[cfg(test)]
     /// Places a process (writes its pid to every procs file).
     pub fn add_process(&self, pid: i32) -> io::Result<()> {
         self.procs_files().iter().try_for_each(|file| write_file(&*self.fs, file, &pid.to_string()))
@@ -257,6 +260,7 @@ impl Cgroup {
         first_error.map_or(Ok(()), Err)
     }
 
+    #[cfg(test)]
     /// Paths of the container's cgroup dirs: (controller names of the v1 hierarchy, or "" on v2; dir).
     pub fn paths(&self) -> Vec<(String, PathBuf)> {
         self.dirs.clone()

@@ -14,7 +14,7 @@ use crate::image::store::LayerRecord;
 use crate::image::{ImageRecord, Reference};
 use crate::network::driver::BRIDGE;
 use crate::network::fake::{Call, FakeNetwork};
-use crate::network::{NetError, PortConfig, Protocol};
+use crate::network::{NetError, PortConfig, ports::Protocol};
 use crate::runtime::bundle::Bundle;
 
 const IMAGE: &str = "x/app";

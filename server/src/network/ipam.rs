@@ -22,10 +22,6 @@ impl Ipam {
         Ipam { subnet, owners: BTreeMap::new(), last: None }
     }
 
-    pub fn subnet(&self) -> Ipv4Net {
-        self.subnet
-    }
-
     /// Records an existing allocation (from a container record). Fails when the address is outside the
     /// subnet, is reserved, or is held by someone else.
     pub fn claim(&mut self, address: Ipv4Addr, owner: &str) -> Result<(), String> {
@@ -74,12 +70,9 @@ impl Ipam {
         self.owners.iter().find(|(_, o)| o.as_str() == owner).map(|(a, _)| *a)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.owners.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
     }
 }
 

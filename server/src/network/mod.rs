@@ -14,8 +14,8 @@ pub mod ports;
 pub mod subnet;
 
 pub use bridge::{BridgeNetwork, NetworkOptions};
-pub use driver::{Attachment, Endpoint, NetworkDriver, Networks};
-pub use ports::{PortConfig, Protocol};
+pub use driver::{Endpoint, NetworkDriver, Networks};
+pub use ports::PortConfig;
 pub use subnet::Ipv4Net;
 
 /// Errors of network setup, each meaning one gRPC code to the caller.

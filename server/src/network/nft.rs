@@ -80,11 +80,6 @@ pub fn ruleset(table: &str, bridge: &str, subnet: Ipv4Net, forwards: &[Forward])
     s
 }
 
-/// The text that removes table `ip <table>` whether or not it exists.
-pub fn delete(table: &str) -> String {
-    format!("table ip {table} {{}}\ndelete table ip {table}\n")
-}
-
 /// Runs `nft -f -` with `script` as one transaction.
 pub fn apply(script: &str) -> Result<(), String> {
     let mut child = Command::new("nft")
