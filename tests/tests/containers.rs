@@ -93,6 +93,8 @@ fn main() {
         a_server_restart_keeps_running_containers,
         a_start_left_unfinished_by_a_dead_server_is_ended_at_restart,
         nul_bytes_and_unknown_network_modes_are_refused_as_invalid,
+        ids_of_4294967295_and_hostnames_that_are_not_rfc_1123_are_refused,
+        a_non_root_user_can_read_the_etc_files,
     ];
     run_suite(&args, trials, world, |w| &w.server);
 }
@@ -697,6 +699,11 @@ fn user_flag_sets_the_uid_and_gid(w: &World) -> Result<()> {
 }
 
 /// The capability sets of a process as /proc/PID/status shows them: (CapBnd, CapEff, CapPrm, CapAmb).
+/// A capability set of /proc/PID/status ("CapInh:" ...).
+fn capability_set(status: &str, name: &str) -> String {
+    status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+}
+
 fn capabilities(status: &str) -> (String, String, String, String) {
     let field = |name: &str| {
         status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
@@ -710,6 +717,8 @@ fn root_in_a_container_has_dockers_default_capabilities_and_devices_and_a_user_n
     let (bounding, effective, permitted, ambient) = capabilities(&root);
     ensure!(bounding == DEFAULT && effective == DEFAULT && permitted == DEFAULT, "root: {root}");
     ensure!(ambient == "0000000000000000", "root's ambient set: {ambient}");
+    // Nothing inheritable: a file capability could otherwise hand the set back after an exec (CVE-2022-29162).
+    ensure!(capability_set(&root, "CapInh:") == "0000000000000000", "root's inheritable set: {root}");
     let user = w.server.cli_ok(&["run", "--rm", "-u", "1234", &w.image, "cat", "/proc/self/status"])?;
     let (bounding, effective, permitted, _) = capabilities(&user);
     ensure!(bounding == DEFAULT, "a user's bounding set: {bounding}");
@@ -729,8 +738,10 @@ fn root_in_a_container_has_dockers_default_capabilities_and_devices_and_a_user_n
     let id = w.server.run_detached(&[&w.image, "sleep", "30"])?;
     let exec = w.server.cli_ok(&["exec", &id, "cat", "/proc/self/status"]);
     w.server.cli_ok(&["rm", "-f", &id])?;
-    let (bounding, effective, _, _) = capabilities(&exec?);
+    let exec = exec?;
+    let (bounding, effective, _, _) = capabilities(&exec);
     ensure!(bounding == DEFAULT && effective == DEFAULT, "exec: {bounding} {effective}");
+    ensure!(capability_set(&exec, "CapInh:") == "0000000000000000", "exec's inheritable set: {exec}");
     Ok(())
 }
 
@@ -960,6 +971,8 @@ fn nul_bytes_and_unknown_network_modes_are_refused_as_invalid(w: &World) -> Resu
             (pb::ContainerSpec { env: vec!["A=b\0c".into()], ..grpc_spec(&w.image, &["true"]) }, "env"),
             (grpc_spec(&w.image, &["echo", "a\0b"]), "command"),
             (pb::ContainerSpec { network: 99, ..grpc_spec(&w.image, &["true"]) }, "network"),
+            (pb::ContainerSpec { user: "4294967295".into(), ..grpc_spec(&w.image, &["true"]) }, "out of range"),
+            (pb::ContainerSpec { hostname: "a\n1.2.3.4 b".into(), ..grpc_spec(&w.image, &["true"]) }, "hostname"),
         ];
         for (spec, needle) in bad {
             let name = unique("invalid");
@@ -971,4 +984,29 @@ fn nul_bytes_and_unknown_network_modes_are_refused_as_invalid(w: &World) -> Resu
         }
         anyhow::Ok(())
     })
+}
+
+fn ids_of_4294967295_and_hostnames_that_are_not_rfc_1123_are_refused(w: &World) -> Result<()> {
+    let s = &w.server;
+    // uint32 -1 is "no change" to setresuid/setresgid: accepted, it ran the container as root.
+    for user in ["4294967295", "65534:4294967295", "4294967296"] {
+        let out = s.cli(&["run", "--rm", "-u", user, &w.image, "id"])?;
+        ensure!(!out.status.success() && stderr(&out).contains("out of range"), "-u {user}: {}", summary(&out));
+        ensure!(!stdout(&out).contains("uid=0"), "-u {user} ran as root: {}", summary(&out));
+    }
+    let id = s.run_detached(&[&w.image, "sleep", "30"])?;
+    let out = s.cli(&["exec", "-u", "4294967295", &id, "id"]);
+    s.cli_ok(&["rm", "-f", &id])?;
+    let out = out?;
+    ensure!(!out.status.success() && stderr(&out).contains("out of range"), "exec -u: {}", summary(&out));
+    let out = s.cli(&["run", "--rm", "--hostname", "box\n10.0.0.1 evil", &w.image, "true"])?;
+    ensure!(!out.status.success() && stderr(&out).contains("invalid hostname"), "{}", summary(&out));
+    Ok(())
+}
+
+fn a_non_root_user_can_read_the_etc_files(w: &World) -> Result<()> {
+    let script = "cat /etc/hosts /etc/hostname /etc/resolv.conf >/dev/null && stat -c %a /etc/hosts /etc/resolv.conf";
+    let out = w.server.cli(&["run", "--rm", "-u", "1234", &w.image, "sh", "-c", script])?;
+    ensure!(out.status.success() && stdout(&out) == "644\n644\n", "{}", summary(&out));
+    Ok(())
 }

@@ -42,6 +42,10 @@ impl CreateSpec {
         no_nul("hostname", [self.hostname.as_str()])?;
         no_nul("mounts.source", self.mounts.iter().map(|m| m.source.to_str().unwrap_or_default()))?;
         no_nul("mounts.target", self.mounts.iter().map(|m| m.target.as_str()))?;
+        crate::runtime::user::check_spec(&self.user).map_err(ContainerError::Invalid)?;
+        if !self.hostname.is_empty() {
+            record::validate_hostname(&self.hostname).map_err(ContainerError::Invalid)?;
+        }
         Ok(())
     }
 }
@@ -181,5 +185,21 @@ mod tests {
         );
         assert_eq!(refusal(CreateSpec { user: "\0".into(), ..spec.clone() }), "user must not contain a NUL byte");
         assert_eq!(refusal(CreateSpec { workdir: "/\0".into(), ..spec }), "workdir must not contain a NUL byte");
+    }
+
+    #[test]
+    fn hostnames_are_rfc_1123_and_ids_are_in_range() {
+        let spec = CreateSpec { image: "busybox".into(), ..Default::default() };
+        for good in ["box-x", "web1", "a.b-c.d", &"x".repeat(63)] {
+            assert!(CreateSpec { hostname: good.into(), ..spec.clone() }.validate().is_ok(), "{good}");
+        }
+        for bad in ["a\nb", "evil\n10.0.0.1 host", "-a", "a-", "a..b", "a b", "a_b", &"x".repeat(65)] {
+            let e = CreateSpec { hostname: bad.into(), ..spec.clone() }.validate().unwrap_err().to_string();
+            assert!(e.contains("invalid hostname") && e.len() < 250, "{bad:?}: {e}");
+        }
+        for bad in ["4294967295", "65534:4294967295"] {
+            let e = CreateSpec { user: bad.into(), ..spec.clone() }.validate().unwrap_err().to_string();
+            assert!(e.contains("out of range"), "{bad}: {e}");
+        }
     }
 }

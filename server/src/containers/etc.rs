@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::Config;
 
-/// Writes the files into the container's directory; returns (host file, path inside the container) pairs.
+/// Writes the files into the container's directory (mode 0644: a non-root user must be able to read them); returns (host file, path inside the container) pairs.
 /// A container in the host's network namespace (`host_network`) gets the host's /etc/hosts.
 pub fn write_files(dir: &Path, config: &Config, host_network: bool) -> std::io::Result<Vec<(PathBuf, String)>> {
     let hosts = if host_network {
@@ -24,7 +24,7 @@ pub fn write_files(dir: &Path, config: &Config, host_network: bool) -> std::io::
     let mut out = Vec::new();
     for (name, content, target) in files {
         let path = dir.join(name);
-        crate::store::write_replace(&path, content.as_bytes())?;
+        crate::store::write_replace_readable(&path, content.as_bytes())?;
         out.push((path, target.to_string()));
     }
     Ok(out)

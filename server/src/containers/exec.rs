@@ -43,6 +43,7 @@ impl ExecRequest {
         no_nul("env", self.env.iter().map(String::as_str))?;
         no_nul("workdir", [self.workdir.as_str()])?;
         no_nul("user", [self.user.as_str()])?;
+        crate::runtime::user::check_spec(&self.user).map_err(ContainerError::Invalid)?;
         if !self.exec_id.is_empty() {
             validate_exec_id(&self.exec_id)?;
         }

@@ -175,6 +175,24 @@ pub fn check_id(id: &str) -> Result<(), String> {
 }
 
 /// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, and never 64 hex digits (that would read as an id).
+/// A hostname as RFC 1123 has them: dot-separated labels of letters, digits and `-` (not first or last), each
+/// 1-63 characters, at most 64 in all (the kernel's limit). It goes into /etc/hosts and /etc/hostname.
+pub fn validate_hostname(name: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 64 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "invalid hostname {:?}: at most 64 characters, labels of [A-Za-z0-9-] separated by dots (RFC 1123)",
+            name.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());

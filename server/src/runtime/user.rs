@@ -46,6 +46,24 @@ fn group_entries(group: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     })
 }
 
+/// The id that means "no change" to setresuid and setresgid (uint32 -1): a container asking for it would keep
+/// running as root, so it is never a container's uid or gid.
+pub const NO_ID: u32 = u32::MAX;
+
+/// Refuses a `user[:group]` whose numeric uid or gid is out of range (4294967295 or more), before anything
+/// is created. Names are resolved later, in the container.
+pub fn check_spec(spec: &str) -> Result<(), String> {
+    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    for (what, part) in [("uid", user), ("gid", group)] {
+        if let Ok(n) = part.parse::<u64>()
+            && n >= u64::from(NO_ID)
+        {
+            return Err(format!("user {spec:?}: {what} {n} is out of range (ids are 0 to {})", NO_ID - 1));
+        }
+    }
+    Ok(())
+}
+
 /// Resolves `spec` ("", "name", "uid", "name:group", "uid:gid", ...) with the image's passwd and group
 /// file contents (empty strings when the files are missing).
 pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, String> {
@@ -77,6 +95,12 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, St
     };
     groups.retain(|g| *g != gid);
     groups.dedup();
+    if uid == NO_ID || gid == NO_ID || groups.contains(&NO_ID) {
+        return Err(format!(
+            "user {spec:?} resolves to id {NO_ID}, which is out of range (ids are 0 to {})",
+            NO_ID - 1
+        ));
+    }
     Ok(ResolvedUser { uid, gid, groups, home })
 }
 
@@ -117,6 +141,23 @@ mod tests {
         assert_eq!(resolve("app:staff", PASSWD, GROUP).unwrap().gid, 50);
         assert_eq!(resolve("app:7", PASSWD, GROUP).unwrap().gid, 7);
         assert_eq!(resolve(":staff", PASSWD, GROUP).unwrap().uid, 0);
+    }
+
+    #[test]
+    fn id_4294967295_is_refused_as_given_and_from_the_images_files() {
+        for spec in ["4294967295", "65534:4294967295", "99999999999", "1:99999999999"] {
+            assert!(check_spec(spec).unwrap_err().contains("out of range"), "{spec}");
+        }
+        for spec in ["", "0", "4294967294:4294967294", "app", "app:staff", "4294967295x"] {
+            assert!(check_spec(spec).is_ok(), "{spec}");
+        }
+        assert!(resolve("4294967295", PASSWD, GROUP).unwrap_err().contains("out of range"));
+        assert!(resolve("0:4294967295", PASSWD, GROUP).unwrap_err().contains("out of range"));
+        let passwd = "evil:x:4294967295:0::/:/bin/sh\nlazy:x:1:4294967295::/:/bin/sh\n";
+        let group = "bad:x:4294967295:lazy\n";
+        assert!(resolve("evil", passwd, "").unwrap_err().contains("out of range"));
+        assert!(resolve("lazy", passwd, "").unwrap_err().contains("out of range"));
+        assert!(resolve("lazy:0", passwd, group).unwrap_err().contains("out of range"), "a supplementary group");
     }
 
     #[test]

@@ -7,22 +7,31 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename over, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_replacing(path, bytes, true)
+    write_replacing(path, bytes, true, None)
 }
 
 /// Like [`write_atomic`] without the fsyncs, for files rewritten before every use (a container's bundle and
 /// /etc files): readers still never see a torn file, and after a power loss the next start writes them again.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_replacing(path, bytes, false)
+    write_replacing(path, bytes, false, None)
 }
 
-fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+/// [`write_replace`] of a file that everyone may read (mode 0644; the others are 0600).
+pub fn write_replace_readable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replacing(path, bytes, false, Some(0o644))
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], durable: bool, mode: Option<u32>) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
     if durable {
         tmp.as_file().sync_all()?;
     }

@@ -3,8 +3,9 @@
 use super::error::{InitError, setup_err};
 
 /// Leaves container processes the capabilities `keep`: every other one leaves the bounding set (so no exec
-/// can regain it), and the effective, permitted and inheritable sets become `keep`; ambient ones are
-/// cleared. A non-root user then loses them all at setuid, as with docker.
+/// can regain it), the effective and permitted sets become `keep`, and the inheritable and ambient sets are
+/// empty (an inheritable set would let a file capability hand them back after exec: CVE-2022-29162). A
+/// non-root user then loses them all at setuid, as with docker.
 pub fn limit(keep: u64) -> Result<(), InitError> {
     let last: u32 =
         std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40);
@@ -30,8 +31,8 @@ pub fn limit(keep: u64) -> Result<(), InitError> {
     let header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3: two 32-bit words
     let (low, high) = (keep as u32, (keep >> 32) as u32);
     let data = [
-        Data { effective: low, permitted: low, inheritable: low },
-        Data { effective: high, permitted: high, inheritable: high },
+        Data { effective: low, permitted: low, inheritable: 0 },
+        Data { effective: high, permitted: high, inheritable: 0 },
     ];
     // SAFETY: capset on ourselves with a v3 header and its two data words; prctl with integer arguments.
     unsafe {

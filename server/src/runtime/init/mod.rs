@@ -226,6 +226,12 @@ fn become_and_exec(
     let (uid, gid) = (nix::unistd::Uid::from_raw(who.uid), nix::unistd::Gid::from_raw(who.gid));
     nix::unistd::setresgid(gid, gid, gid).map_err(setup_err("setgid"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(setup_err("setuid"))?;
+    // What the kernel says we are now, not what we asked for (an id the calls took as "no change" is caught).
+    let ids = nix::unistd::getresuid().map_err(setup_err("getresuid"))?;
+    let gids = nix::unistd::getresgid().map_err(setup_err("getresgid"))?;
+    if [ids.real, ids.effective, ids.saved] != [uid; 3] || [gids.real, gids.effective, gids.saved] != [gid; 3] {
+        return Err(InitError::setup(format!("the process did not become uid {uid} gid {gid}")));
+    }
     nix::unistd::chdir(Path::new(cwd))
         .map_err(|e| InitError::setup(format!("cannot enter working directory {cwd}: {e}")))?;
     // Nothing of the monitor's leaks past exec.
