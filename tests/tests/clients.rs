@@ -51,8 +51,12 @@ fn main() {
     run_suite(&args, trials, world, |w| &w.server);
 }
 
+/// The checkout under test. Read when the test runs (cargo test sets CARGO_MANIFEST_DIR for it), not baked in at
+/// compile time: a test binary reused from a shared target dir may have been built from another checkout.
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository").to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| std::env::current_dir().expect("the working directory"), PathBuf::from);
+    manifest_dir.parent().expect("the repository").to_path_buf()
 }
 
 /// Runs `command` (bounded) with the server and image in the environment; fails with its output unless it
