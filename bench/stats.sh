@@ -153,7 +153,7 @@ echo "## One-shot stats: cm (gRPC API) vs podman stats --no-stream (busybox \`sl
 echo
 echo "- machine: $(nproc) CPUs (${cpu:-unknown}), $mem RAM, kernel $(uname -r), cgroup $cgroups"
 echo "- $CONTAINERS running containers per tool; cm: Stats(no_stream) over one unix-socket connection" \
-    "(\`cm-fixture stats-latency\`, the generated Rust client), request to last sample; podman:" \
+    "(\`cm-bench stats-latency\`, the generated Rust client), request to last sample; podman:" \
     "\`podman stats --no-stream --no-reset\` ($(podman --version), $(runc --version | head -n 1), cgroupfs," \
     "storage driver $DRIVER), process fork to exit"
 [ -z "$ULIMIT_NOTE" ] || echo "- note: $ULIMIT_NOTE"
