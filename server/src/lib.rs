@@ -22,6 +22,7 @@ pub use image::{ImageStore, RegistryOptions};
 pub use listen::{Listener, bind, unix_incoming};
 pub use network::Ipv4Net;
 pub use network::driver::BRIDGE;
+pub use network::pod::{PodNetwork, PodNetworkRequest, PodNetworkStatus, PodPortMapping};
 pub use network::{BridgeNetwork, NetworkOptions, Networks};
 pub use runtime::bundle::LogLimits;
 pub use runtime::monitor::main as monitor_main;

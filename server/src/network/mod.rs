@@ -10,6 +10,7 @@ pub mod fake;
 pub mod ipam;
 pub mod link;
 pub mod nft;
+pub mod pod;
 pub mod ports;
 pub mod subnet;
 
