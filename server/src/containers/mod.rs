@@ -43,7 +43,7 @@ pub use exec::ExecRequest;
 pub use record::{
     Config, ContainerStatus, ExitRecord, MountConfig, Network, Record, State, new_id, parse_signal, signal_name,
 };
-pub use session::{InputBreak, SessionInput, SessionInputs, SessionOutput, SessionOutputs};
+pub use session::{InputBreak, MAX_STDIN_FRAME, SessionInput, SessionInputs, SessionOutput, SessionOutputs};
 pub use stats::Sample;
 
 /// One container, shared by the calls that use it.
