@@ -81,18 +81,16 @@ pub async fn connect(address: &Address, host: &str, tls: &TlsArgs) -> anyhow::Re
             let name = tcp_host(host).map_or_else(|| addr.ip().to_string(), str::to_string);
             Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.config(&name)?)?.connect().await
         }
-        Address::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))?.connect().await,
+        Address::Tcp(_) => bail!(
+            "{address} needs TLS: cm-server serves TCP only with TLS and client certificates; give --tls-ca, \
+             --tls-cert and --tls-key (or CM_TLS_CA, CM_TLS_CERT, CM_TLS_KEY)"
+        ),
     };
     let channel = result.map_err(|e| {
         let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
         anyhow::anyhow!(
             "cannot connect to cm-server at {address} ({cause}); is it running? Start it with \
-             `sudo cm-server --listen {address}`, or point --host / CM_HOST at it{}",
-            if matches!(address, Address::Tcp(_)) && !tls.any() {
-                " (TCP needs TLS: --tls-ca, --tls-cert, --tls-key or CM_TLS_CA, CM_TLS_CERT, CM_TLS_KEY)"
-            } else {
-                ""
-            }
+             `sudo cm-server --listen {address}`, or point --host / CM_HOST at it"
         )
     })?;
     Ok(ContainerServiceClient::new(channel).max_decoding_message_size(64 << 20))

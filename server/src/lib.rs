@@ -7,6 +7,9 @@ pub(crate) mod clock;
 pub(crate) mod containers;
 pub(crate) mod events;
 pub(crate) mod fsroot;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod image;
 pub(crate) mod listen;
 pub(crate) mod network;
