@@ -82,6 +82,10 @@ pub struct ContainerOptions {
     /// Signal that stops the container, e.g. SIGINT (default: the image's, or SIGTERM).
     #[arg(long, value_name = "SIGNAL")]
     pub stop_signal: Option<String>,
+    /// Security options: seccomp=unconfined (no seccomp filter), seccomp=PROFILE.json (a profile in docker's
+    /// format, read here; default: docker's profile), no-new-privileges.
+    #[arg(long, value_name = "OPTION")]
+    pub security_opt: Vec<String>,
     /// Image reference or id, then the command and its arguments, which override the image's Cmd (everything
     /// after IMAGE is the command's, flags included).
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_names = ["IMAGE", "COMMAND"])]
@@ -91,6 +95,9 @@ pub struct ContainerOptions {
 /// Builds the spec; `lookup` reads the client's environment (for `-e KEY` and bare KEY lines in env files).
 pub fn build(o: ContainerOptions, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<pb::ContainerSpec> {
     let env = o.process.env(lookup)?;
+    let security = security_options(&o.security_opt, |path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading seccomp profile {path}"))
+    })?;
     let mut mounts = o.volume;
     mounts.extend(o.tmpfs);
     let mut image_and_command = o.image_and_command.into_iter();
@@ -120,7 +127,38 @@ pub fn build(o: ContainerOptions, lookup: impl Fn(&str) -> Option<String>) -> an
         auto_remove: o.rm,
         labels: o.label.into_iter().collect::<HashMap<_, _>>(),
         stop_signal: o.stop_signal.unwrap_or_default(),
+        security: Some(security),
     })
+}
+
+/// `--security-opt` values as docker takes them (KEY=VALUE or the older KEY:VALUE); `read` reads a profile.
+pub fn security_options(
+    options: &[String],
+    read: impl Fn(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<pb::SecurityOptions> {
+    let mut security = pb::SecurityOptions::default();
+    for option in options {
+        let (key, value) = match option.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (option.as_str(), None),
+        };
+        match (key, value) {
+            ("seccomp", Some("unconfined")) => {
+                security.seccomp_unconfined = true;
+                security.seccomp_profile.clear();
+            }
+            ("seccomp", Some(path)) if !path.is_empty() => {
+                security.seccomp_profile = read(path)?;
+                security.seccomp_unconfined = false;
+            }
+            ("no-new-privileges", None | Some("true")) => security.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => security.no_new_privileges = false,
+            _ => anyhow::bail!(
+                "--security-opt {option:?}: expected seccomp=unconfined, seccomp=PROFILE.json or no-new-privileges"
+            ),
+        }
+    }
+    Ok(security)
 }
 
 impl ProcessOptions {
@@ -219,6 +257,25 @@ mod tests {
         assert_eq!(spec.mounts.iter().map(|m| m.r#type.as_str()).collect::<Vec<_>>(), ["bind", "tmpfs"]);
         assert_eq!(spec.labels, HashMap::from([("a".into(), "b".into()), ("flag".into(), String::new())]));
         assert_eq!(spec.stop_signal, "SIGINT");
+    }
+
+    #[test]
+    fn security_options_as_docker_takes_them() {
+        let read = |path: &str| Ok(format!("profile of {path}"));
+        let opts = |o: &[&str]| security_options(&o.iter().map(|s| s.to_string()).collect::<Vec<_>>(), read);
+        assert_eq!(opts(&[]).unwrap(), pb::SecurityOptions::default());
+        let s = opts(&["seccomp=unconfined", "no-new-privileges"]).unwrap();
+        assert!(s.seccomp_unconfined && s.no_new_privileges && s.seccomp_profile.is_empty());
+        let s = opts(&["seccomp:/p.json", "no-new-privileges:true"]).unwrap();
+        assert_eq!(s.seccomp_profile, "profile of /p.json");
+        assert!(!s.seccomp_unconfined && s.no_new_privileges);
+        assert!(!opts(&["no-new-privileges=true", "no-new-privileges=false"]).unwrap().no_new_privileges);
+        for bad in ["apparmor=x", "seccomp", "seccomp=", "no-new-privileges=maybe"] {
+            let e = opts(&[bad]).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("seccomp=unconfined"), "{bad}: {e}");
+        }
+        let spec = run_spec(&["--security-opt", "seccomp=unconfined", "alpine"]);
+        assert!(spec.security.unwrap().seccomp_unconfined);
     }
 
     #[test]

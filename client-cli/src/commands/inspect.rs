@@ -112,6 +112,7 @@ pub fn inspect_json(c: &pb::Container) -> Value {
             "NetworkMode": network,
             "AutoRemove": spec.auto_remove,
             "PortBindings": port_map(&spec.ports),
+            "SecurityOpt": security_opt(spec.security.as_ref()),
         },
         "Mounts": mounts,
         "NetworkSettings": {
@@ -119,6 +120,21 @@ pub fn inspect_json(c: &pb::Container) -> Value {
             "Ports": port_map(&c.ports),
         },
     })
+}
+
+/// Docker's SecurityOpt list (a custom profile shows as seccomp=<profile>, as docker keeps only the text).
+fn security_opt(s: Option<&pb::SecurityOptions>) -> Value {
+    let Some(s) = s else { return Value::Null };
+    let mut opts = Vec::new();
+    if s.seccomp_unconfined {
+        opts.push("seccomp=unconfined".to_string());
+    } else if !s.seccomp_profile.is_empty() {
+        opts.push("seccomp=<profile>".to_string());
+    }
+    if s.no_new_privileges {
+        opts.push("no-new-privileges".to_string());
+    }
+    if opts.is_empty() { Value::Null } else { json!(opts) }
 }
 
 /// Docker's port map: {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}, host port "" when any is fine.

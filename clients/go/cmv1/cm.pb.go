@@ -1597,7 +1597,10 @@ type ContainerSpec struct {
 	// Labels for the user's own bookkeeping.
 	Labels map[string]string `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Signal for Stop; empty uses the image's StopSignal or SIGTERM.
-	StopSignal    string `protobuf:"bytes,18,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	StopSignal string `protobuf:"bytes,18,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// --- Security options (--security-opt): fields 40-49 are this block's ---
+	// Seccomp and no_new_privs; unset is docker's default seccomp profile and no no_new_privs.
+	Security      *SecurityOptions `protobuf:"bytes,40,opt,name=security,proto3" json:"security,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1758,6 +1761,79 @@ func (x *ContainerSpec) GetStopSignal() string {
 	return ""
 }
 
+func (x *ContainerSpec) GetSecurity() *SecurityOptions {
+	if x != nil {
+		return x.Security
+	}
+	return nil
+}
+
+// What docker's --security-opt sets: the seccomp filter and no_new_privs of every process of the container
+// (its main process and exec'd ones).
+type SecurityOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A seccomp profile in docker's JSON format (the text, at most 1 MiB); empty is docker's default profile
+	// (an allow-list; other system calls fail with EPERM), compiled for the container's capabilities.
+	SeccompProfile string `protobuf:"bytes,1,opt,name=seccomp_profile,json=seccompProfile,proto3" json:"seccomp_profile,omitempty"`
+	// No seccomp filter at all (--security-opt seccomp=unconfined); not with seccomp_profile.
+	SeccompUnconfined bool `protobuf:"varint,2,opt,name=seccomp_unconfined,json=seccompUnconfined,proto3" json:"seccomp_unconfined,omitempty"`
+	// Set no_new_privs: setuid binaries and file capabilities grant nothing (--security-opt no-new-privileges).
+	NoNewPrivileges bool `protobuf:"varint,3,opt,name=no_new_privileges,json=noNewPrivileges,proto3" json:"no_new_privileges,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SecurityOptions) Reset() {
+	*x = SecurityOptions{}
+	mi := &file_cm_v1_cm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecurityOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecurityOptions) ProtoMessage() {}
+
+func (x *SecurityOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_cm_v1_cm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecurityOptions.ProtoReflect.Descriptor instead.
+func (*SecurityOptions) Descriptor() ([]byte, []int) {
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SecurityOptions) GetSeccompProfile() string {
+	if x != nil {
+		return x.SeccompProfile
+	}
+	return ""
+}
+
+func (x *SecurityOptions) GetSeccompUnconfined() bool {
+	if x != nil {
+		return x.SeccompUnconfined
+	}
+	return false
+}
+
+func (x *SecurityOptions) GetNoNewPrivileges() bool {
+	if x != nil {
+		return x.NoNewPrivileges
+	}
+	return false
+}
+
 type CreateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What to create.
@@ -1768,7 +1844,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[20]
+	mi := &file_cm_v1_cm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1856,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[20]
+	mi := &file_cm_v1_cm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1869,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{20}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateRequest) GetSpec() *ContainerSpec {
@@ -1813,7 +1889,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[21]
+	mi := &file_cm_v1_cm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1901,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[21]
+	mi := &file_cm_v1_cm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1914,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{21}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateResponse) GetId() string {
@@ -1858,7 +1934,7 @@ type StartRequest struct {
 
 func (x *StartRequest) Reset() {
 	*x = StartRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[22]
+	mi := &file_cm_v1_cm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +1946,7 @@ func (x *StartRequest) String() string {
 func (*StartRequest) ProtoMessage() {}
 
 func (x *StartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[22]
+	mi := &file_cm_v1_cm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +1959,7 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{22}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StartRequest) GetContainer() string {
@@ -1901,7 +1977,7 @@ type StartResponse struct {
 
 func (x *StartResponse) Reset() {
 	*x = StartResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[23]
+	mi := &file_cm_v1_cm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +1989,7 @@ func (x *StartResponse) String() string {
 func (*StartResponse) ProtoMessage() {}
 
 func (x *StartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[23]
+	mi := &file_cm_v1_cm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2002,7 @@ func (x *StartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartResponse.ProtoReflect.Descriptor instead.
 func (*StartResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{23}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{24}
 }
 
 type RunRequest struct {
@@ -1939,7 +2015,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[24]
+	mi := &file_cm_v1_cm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2027,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[24]
+	mi := &file_cm_v1_cm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2040,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{24}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RunRequest) GetSpec() *ContainerSpec {
@@ -1984,7 +2060,7 @@ type RunResponse struct {
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[25]
+	mi := &file_cm_v1_cm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2072,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[25]
+	mi := &file_cm_v1_cm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2085,7 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{25}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RunResponse) GetId() string {
@@ -2032,7 +2108,7 @@ type TtySize struct {
 
 func (x *TtySize) Reset() {
 	*x = TtySize{}
-	mi := &file_cm_v1_cm_proto_msgTypes[26]
+	mi := &file_cm_v1_cm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2120,7 @@ func (x *TtySize) String() string {
 func (*TtySize) ProtoMessage() {}
 
 func (x *TtySize) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[26]
+	mi := &file_cm_v1_cm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2133,7 @@ func (x *TtySize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TtySize.ProtoReflect.Descriptor instead.
 func (*TtySize) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{26}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TtySize) GetRows() uint32 {
@@ -2094,7 +2170,7 @@ type AttachStart struct {
 
 func (x *AttachStart) Reset() {
 	*x = AttachStart{}
-	mi := &file_cm_v1_cm_proto_msgTypes[27]
+	mi := &file_cm_v1_cm_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2182,7 @@ func (x *AttachStart) String() string {
 func (*AttachStart) ProtoMessage() {}
 
 func (x *AttachStart) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[27]
+	mi := &file_cm_v1_cm_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2195,7 @@ func (x *AttachStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachStart.ProtoReflect.Descriptor instead.
 func (*AttachStart) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{27}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AttachStart) GetContainer() string {
@@ -2168,7 +2244,7 @@ type StdinData struct {
 
 func (x *StdinData) Reset() {
 	*x = StdinData{}
-	mi := &file_cm_v1_cm_proto_msgTypes[28]
+	mi := &file_cm_v1_cm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2256,7 @@ func (x *StdinData) String() string {
 func (*StdinData) ProtoMessage() {}
 
 func (x *StdinData) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[28]
+	mi := &file_cm_v1_cm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2269,7 @@ func (x *StdinData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StdinData.ProtoReflect.Descriptor instead.
 func (*StdinData) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{28}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StdinData) GetData() []byte {
@@ -2219,7 +2295,7 @@ type AttachRequest struct {
 
 func (x *AttachRequest) Reset() {
 	*x = AttachRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[29]
+	mi := &file_cm_v1_cm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2307,7 @@ func (x *AttachRequest) String() string {
 func (*AttachRequest) ProtoMessage() {}
 
 func (x *AttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[29]
+	mi := &file_cm_v1_cm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2320,7 @@ func (x *AttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
 func (*AttachRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{29}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AttachRequest) GetFrame() isAttachRequest_Frame {
@@ -2357,7 +2433,7 @@ type ExitStatus struct {
 
 func (x *ExitStatus) Reset() {
 	*x = ExitStatus{}
-	mi := &file_cm_v1_cm_proto_msgTypes[30]
+	mi := &file_cm_v1_cm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2445,7 @@ func (x *ExitStatus) String() string {
 func (*ExitStatus) ProtoMessage() {}
 
 func (x *ExitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[30]
+	mi := &file_cm_v1_cm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2458,7 @@ func (x *ExitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExitStatus.ProtoReflect.Descriptor instead.
 func (*ExitStatus) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{30}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ExitStatus) GetExitCode() int32 {
@@ -2433,7 +2509,7 @@ type ProcessStarted struct {
 
 func (x *ProcessStarted) Reset() {
 	*x = ProcessStarted{}
-	mi := &file_cm_v1_cm_proto_msgTypes[31]
+	mi := &file_cm_v1_cm_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2521,7 @@ func (x *ProcessStarted) String() string {
 func (*ProcessStarted) ProtoMessage() {}
 
 func (x *ProcessStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[31]
+	mi := &file_cm_v1_cm_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2534,7 @@ func (x *ProcessStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessStarted.ProtoReflect.Descriptor instead.
 func (*ProcessStarted) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{31}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ProcessStarted) GetExecId() string {
@@ -2490,7 +2566,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[32]
+	mi := &file_cm_v1_cm_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2578,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[32]
+	mi := &file_cm_v1_cm_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2591,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{32}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AttachResponse) GetFrame() isAttachResponse_Frame {
@@ -2622,7 +2698,7 @@ type ExecStart struct {
 
 func (x *ExecStart) Reset() {
 	*x = ExecStart{}
-	mi := &file_cm_v1_cm_proto_msgTypes[33]
+	mi := &file_cm_v1_cm_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2634,7 +2710,7 @@ func (x *ExecStart) String() string {
 func (*ExecStart) ProtoMessage() {}
 
 func (x *ExecStart) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[33]
+	mi := &file_cm_v1_cm_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2647,7 +2723,7 @@ func (x *ExecStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
 func (*ExecStart) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{33}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExecStart) GetContainer() string {
@@ -2736,7 +2812,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[34]
+	mi := &file_cm_v1_cm_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2748,7 +2824,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[34]
+	mi := &file_cm_v1_cm_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2761,7 +2837,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{34}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExecRequest) GetFrame() isExecRequest_Frame {
@@ -2873,7 +2949,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[35]
+	mi := &file_cm_v1_cm_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2885,7 +2961,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[35]
+	mi := &file_cm_v1_cm_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2898,7 +2974,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{35}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ExecResponse) GetFrame() isExecResponse_Frame {
@@ -2988,7 +3064,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[36]
+	mi := &file_cm_v1_cm_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3076,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[36]
+	mi := &file_cm_v1_cm_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3089,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{36}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WaitRequest) GetContainer() string {
@@ -3040,7 +3116,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[37]
+	mi := &file_cm_v1_cm_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3128,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[37]
+	mi := &file_cm_v1_cm_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3141,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{37}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WaitResponse) GetStatus() *ExitStatus {
@@ -3087,7 +3163,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[38]
+	mi := &file_cm_v1_cm_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3175,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[38]
+	mi := &file_cm_v1_cm_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3188,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{38}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StopRequest) GetContainer() string {
@@ -3137,7 +3213,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[39]
+	mi := &file_cm_v1_cm_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3149,7 +3225,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[39]
+	mi := &file_cm_v1_cm_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3162,7 +3238,7 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{39}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{40}
 }
 
 type KillRequest struct {
@@ -3179,7 +3255,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[40]
+	mi := &file_cm_v1_cm_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3191,7 +3267,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[40]
+	mi := &file_cm_v1_cm_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3204,7 +3280,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{40}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *KillRequest) GetContainer() string {
@@ -3236,7 +3312,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[41]
+	mi := &file_cm_v1_cm_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3324,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[41]
+	mi := &file_cm_v1_cm_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3337,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{41}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{42}
 }
 
 type RemoveRequest struct {
@@ -3276,7 +3352,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[42]
+	mi := &file_cm_v1_cm_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3288,7 +3364,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[42]
+	mi := &file_cm_v1_cm_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3301,7 +3377,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{42}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RemoveRequest) GetContainer() string {
@@ -3326,7 +3402,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[43]
+	mi := &file_cm_v1_cm_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3414,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[43]
+	mi := &file_cm_v1_cm_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3427,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{43}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{44}
 }
 
 // What List and Inspect say of a container.
@@ -3389,7 +3465,7 @@ type Container struct {
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_cm_v1_cm_proto_msgTypes[44]
+	mi := &file_cm_v1_cm_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3401,7 +3477,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[44]
+	mi := &file_cm_v1_cm_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3414,7 +3490,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{44}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Container) GetId() string {
@@ -3518,7 +3594,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[45]
+	mi := &file_cm_v1_cm_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +3606,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[45]
+	mi := &file_cm_v1_cm_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3619,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{45}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListRequest) GetAll() bool {
@@ -3563,7 +3639,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[46]
+	mi := &file_cm_v1_cm_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3575,7 +3651,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[46]
+	mi := &file_cm_v1_cm_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3588,7 +3664,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{46}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListResponse) GetContainers() []*Container {
@@ -3608,7 +3684,7 @@ type InspectRequest struct {
 
 func (x *InspectRequest) Reset() {
 	*x = InspectRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[47]
+	mi := &file_cm_v1_cm_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3620,7 +3696,7 @@ func (x *InspectRequest) String() string {
 func (*InspectRequest) ProtoMessage() {}
 
 func (x *InspectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[47]
+	mi := &file_cm_v1_cm_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3633,7 +3709,7 @@ func (x *InspectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectRequest.ProtoReflect.Descriptor instead.
 func (*InspectRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{47}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *InspectRequest) GetContainer() string {
@@ -3653,7 +3729,7 @@ type InspectResponse struct {
 
 func (x *InspectResponse) Reset() {
 	*x = InspectResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[48]
+	mi := &file_cm_v1_cm_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3665,7 +3741,7 @@ func (x *InspectResponse) String() string {
 func (*InspectResponse) ProtoMessage() {}
 
 func (x *InspectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[48]
+	mi := &file_cm_v1_cm_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3678,7 +3754,7 @@ func (x *InspectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectResponse.ProtoReflect.Descriptor instead.
 func (*InspectResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{48}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *InspectResponse) GetContainer() *Container {
@@ -3708,7 +3784,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[49]
+	mi := &file_cm_v1_cm_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3720,7 +3796,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[49]
+	mi := &file_cm_v1_cm_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3733,7 +3809,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{49}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *LogsRequest) GetContainer() string {
@@ -3792,7 +3868,7 @@ type LogsResponse struct {
 
 func (x *LogsResponse) Reset() {
 	*x = LogsResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[50]
+	mi := &file_cm_v1_cm_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3804,7 +3880,7 @@ func (x *LogsResponse) String() string {
 func (*LogsResponse) ProtoMessage() {}
 
 func (x *LogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[50]
+	mi := &file_cm_v1_cm_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3817,7 +3893,7 @@ func (x *LogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
 func (*LogsResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{50}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *LogsResponse) GetTime() *timestamppb.Timestamp {
@@ -3856,7 +3932,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[51]
+	mi := &file_cm_v1_cm_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3868,7 +3944,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[51]
+	mi := &file_cm_v1_cm_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3881,7 +3957,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{51}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StatsRequest) GetContainers() []string {
@@ -3928,7 +4004,7 @@ type CpuStats struct {
 
 func (x *CpuStats) Reset() {
 	*x = CpuStats{}
-	mi := &file_cm_v1_cm_proto_msgTypes[52]
+	mi := &file_cm_v1_cm_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3940,7 +4016,7 @@ func (x *CpuStats) String() string {
 func (*CpuStats) ProtoMessage() {}
 
 func (x *CpuStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[52]
+	mi := &file_cm_v1_cm_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3953,7 +4029,7 @@ func (x *CpuStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CpuStats.ProtoReflect.Descriptor instead.
 func (*CpuStats) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{52}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CpuStats) GetTotalNs() uint64 {
@@ -4027,7 +4103,7 @@ type MemoryStats struct {
 
 func (x *MemoryStats) Reset() {
 	*x = MemoryStats{}
-	mi := &file_cm_v1_cm_proto_msgTypes[53]
+	mi := &file_cm_v1_cm_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4039,7 +4115,7 @@ func (x *MemoryStats) String() string {
 func (*MemoryStats) ProtoMessage() {}
 
 func (x *MemoryStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[53]
+	mi := &file_cm_v1_cm_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4052,7 +4128,7 @@ func (x *MemoryStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryStats.ProtoReflect.Descriptor instead.
 func (*MemoryStats) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{53}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *MemoryStats) GetUsageBytes() uint64 {
@@ -4116,7 +4192,7 @@ type PidsStats struct {
 
 func (x *PidsStats) Reset() {
 	*x = PidsStats{}
-	mi := &file_cm_v1_cm_proto_msgTypes[54]
+	mi := &file_cm_v1_cm_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4128,7 +4204,7 @@ func (x *PidsStats) String() string {
 func (*PidsStats) ProtoMessage() {}
 
 func (x *PidsStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[54]
+	mi := &file_cm_v1_cm_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4141,7 +4217,7 @@ func (x *PidsStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsStats.ProtoReflect.Descriptor instead.
 func (*PidsStats) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{54}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PidsStats) GetCurrent() uint64 {
@@ -4174,7 +4250,7 @@ type BlockIoStats struct {
 
 func (x *BlockIoStats) Reset() {
 	*x = BlockIoStats{}
-	mi := &file_cm_v1_cm_proto_msgTypes[55]
+	mi := &file_cm_v1_cm_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4186,7 +4262,7 @@ func (x *BlockIoStats) String() string {
 func (*BlockIoStats) ProtoMessage() {}
 
 func (x *BlockIoStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[55]
+	mi := &file_cm_v1_cm_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4199,7 +4275,7 @@ func (x *BlockIoStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockIoStats.ProtoReflect.Descriptor instead.
 func (*BlockIoStats) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{55}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BlockIoStats) GetReadBytes() uint64 {
@@ -4258,7 +4334,7 @@ type NetworkStats struct {
 
 func (x *NetworkStats) Reset() {
 	*x = NetworkStats{}
-	mi := &file_cm_v1_cm_proto_msgTypes[56]
+	mi := &file_cm_v1_cm_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4270,7 +4346,7 @@ func (x *NetworkStats) String() string {
 func (*NetworkStats) ProtoMessage() {}
 
 func (x *NetworkStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[56]
+	mi := &file_cm_v1_cm_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4283,7 +4359,7 @@ func (x *NetworkStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStats.ProtoReflect.Descriptor instead.
 func (*NetworkStats) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{56}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *NetworkStats) GetInterface() string {
@@ -4373,7 +4449,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[57]
+	mi := &file_cm_v1_cm_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4385,7 +4461,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[57]
+	mi := &file_cm_v1_cm_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4398,7 +4474,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{57}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *StatsResponse) GetId() string {
@@ -4472,7 +4548,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_cm_v1_cm_proto_msgTypes[58]
+	mi := &file_cm_v1_cm_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4484,7 +4560,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[58]
+	mi := &file_cm_v1_cm_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4497,7 +4573,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{58}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *EventsRequest) GetSince() *timestamppb.Timestamp {
@@ -4534,7 +4610,7 @@ type EventsResponse struct {
 
 func (x *EventsResponse) Reset() {
 	*x = EventsResponse{}
-	mi := &file_cm_v1_cm_proto_msgTypes[59]
+	mi := &file_cm_v1_cm_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4546,7 +4622,7 @@ func (x *EventsResponse) String() string {
 func (*EventsResponse) ProtoMessage() {}
 
 func (x *EventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cm_v1_cm_proto_msgTypes[59]
+	mi := &file_cm_v1_cm_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4559,7 +4635,7 @@ func (x *EventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsResponse.ProtoReflect.Descriptor instead.
 func (*EventsResponse) Descriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{59}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *EventsResponse) GetTime() *timestamppb.Timestamp {
@@ -4693,7 +4769,7 @@ const file_cm_v1_cm_proto_rawDesc = "" +
 	"\ahost_ip\x18\x01 \x01(\tR\x06hostIp\x12\x1b\n" +
 	"\thost_port\x18\x02 \x01(\rR\bhostPort\x12%\n" +
 	"\x0econtainer_port\x18\x03 \x01(\rR\rcontainerPort\x12\x1a\n" +
-	"\bprotocol\x18\x04 \x01(\tR\bprotocol\"\x83\x05\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\"\xb7\x05\n" +
 	"\rContainerSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -4717,10 +4793,15 @@ const file_cm_v1_cm_proto_rawDesc = "" +
 	"autoRemove\x128\n" +
 	"\x06labels\x18\x11 \x03(\v2 .cm.v1.ContainerSpec.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vstop_signal\x18\x12 \x01(\tR\n" +
-	"stopSignal\x1a9\n" +
+	"stopSignal\x122\n" +
+	"\bsecurity\x18( \x01(\v2\x16.cm.v1.SecurityOptionsR\bsecurity\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
+	"\x0fSecurityOptions\x12'\n" +
+	"\x0fseccomp_profile\x18\x01 \x01(\tR\x0eseccompProfile\x12-\n" +
+	"\x12seccomp_unconfined\x18\x02 \x01(\bR\x11seccompUnconfined\x12*\n" +
+	"\x11no_new_privileges\x18\x03 \x01(\bR\x0fnoNewPrivileges\"9\n" +
 	"\rCreateRequest\x12(\n" +
 	"\x04spec\x18\x01 \x01(\v2\x14.cm.v1.ContainerSpecR\x04spec\" \n" +
 	"\x0eCreateResponse\x12\x0e\n" +
@@ -4982,7 +5063,7 @@ func file_cm_v1_cm_proto_rawDescGZIP() []byte {
 }
 
 var file_cm_v1_cm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cm_v1_cm_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_cm_v1_cm_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_cm_v1_cm_proto_goTypes = []any{
 	(LayerPhase)(0),               // 0: cm.v1.LayerPhase
 	(NetworkMode)(0),              // 1: cm.v1.NetworkMode
@@ -5008,50 +5089,51 @@ var file_cm_v1_cm_proto_goTypes = []any{
 	(*Mount)(nil),                 // 21: cm.v1.Mount
 	(*PortMapping)(nil),           // 22: cm.v1.PortMapping
 	(*ContainerSpec)(nil),         // 23: cm.v1.ContainerSpec
-	(*CreateRequest)(nil),         // 24: cm.v1.CreateRequest
-	(*CreateResponse)(nil),        // 25: cm.v1.CreateResponse
-	(*StartRequest)(nil),          // 26: cm.v1.StartRequest
-	(*StartResponse)(nil),         // 27: cm.v1.StartResponse
-	(*RunRequest)(nil),            // 28: cm.v1.RunRequest
-	(*RunResponse)(nil),           // 29: cm.v1.RunResponse
-	(*TtySize)(nil),               // 30: cm.v1.TtySize
-	(*AttachStart)(nil),           // 31: cm.v1.AttachStart
-	(*StdinData)(nil),             // 32: cm.v1.StdinData
-	(*AttachRequest)(nil),         // 33: cm.v1.AttachRequest
-	(*ExitStatus)(nil),            // 34: cm.v1.ExitStatus
-	(*ProcessStarted)(nil),        // 35: cm.v1.ProcessStarted
-	(*AttachResponse)(nil),        // 36: cm.v1.AttachResponse
-	(*ExecStart)(nil),             // 37: cm.v1.ExecStart
-	(*ExecRequest)(nil),           // 38: cm.v1.ExecRequest
-	(*ExecResponse)(nil),          // 39: cm.v1.ExecResponse
-	(*WaitRequest)(nil),           // 40: cm.v1.WaitRequest
-	(*WaitResponse)(nil),          // 41: cm.v1.WaitResponse
-	(*StopRequest)(nil),           // 42: cm.v1.StopRequest
-	(*StopResponse)(nil),          // 43: cm.v1.StopResponse
-	(*KillRequest)(nil),           // 44: cm.v1.KillRequest
-	(*KillResponse)(nil),          // 45: cm.v1.KillResponse
-	(*RemoveRequest)(nil),         // 46: cm.v1.RemoveRequest
-	(*RemoveResponse)(nil),        // 47: cm.v1.RemoveResponse
-	(*Container)(nil),             // 48: cm.v1.Container
-	(*ListRequest)(nil),           // 49: cm.v1.ListRequest
-	(*ListResponse)(nil),          // 50: cm.v1.ListResponse
-	(*InspectRequest)(nil),        // 51: cm.v1.InspectRequest
-	(*InspectResponse)(nil),       // 52: cm.v1.InspectResponse
-	(*LogsRequest)(nil),           // 53: cm.v1.LogsRequest
-	(*LogsResponse)(nil),          // 54: cm.v1.LogsResponse
-	(*StatsRequest)(nil),          // 55: cm.v1.StatsRequest
-	(*CpuStats)(nil),              // 56: cm.v1.CpuStats
-	(*MemoryStats)(nil),           // 57: cm.v1.MemoryStats
-	(*PidsStats)(nil),             // 58: cm.v1.PidsStats
-	(*BlockIoStats)(nil),          // 59: cm.v1.BlockIoStats
-	(*NetworkStats)(nil),          // 60: cm.v1.NetworkStats
-	(*StatsResponse)(nil),         // 61: cm.v1.StatsResponse
-	(*EventsRequest)(nil),         // 62: cm.v1.EventsRequest
-	(*EventsResponse)(nil),        // 63: cm.v1.EventsResponse
-	nil,                           // 64: cm.v1.ContainerSpec.LabelsEntry
-	nil,                           // 65: cm.v1.EventsResponse.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 66: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 67: google.protobuf.Duration
+	(*SecurityOptions)(nil),       // 24: cm.v1.SecurityOptions
+	(*CreateRequest)(nil),         // 25: cm.v1.CreateRequest
+	(*CreateResponse)(nil),        // 26: cm.v1.CreateResponse
+	(*StartRequest)(nil),          // 27: cm.v1.StartRequest
+	(*StartResponse)(nil),         // 28: cm.v1.StartResponse
+	(*RunRequest)(nil),            // 29: cm.v1.RunRequest
+	(*RunResponse)(nil),           // 30: cm.v1.RunResponse
+	(*TtySize)(nil),               // 31: cm.v1.TtySize
+	(*AttachStart)(nil),           // 32: cm.v1.AttachStart
+	(*StdinData)(nil),             // 33: cm.v1.StdinData
+	(*AttachRequest)(nil),         // 34: cm.v1.AttachRequest
+	(*ExitStatus)(nil),            // 35: cm.v1.ExitStatus
+	(*ProcessStarted)(nil),        // 36: cm.v1.ProcessStarted
+	(*AttachResponse)(nil),        // 37: cm.v1.AttachResponse
+	(*ExecStart)(nil),             // 38: cm.v1.ExecStart
+	(*ExecRequest)(nil),           // 39: cm.v1.ExecRequest
+	(*ExecResponse)(nil),          // 40: cm.v1.ExecResponse
+	(*WaitRequest)(nil),           // 41: cm.v1.WaitRequest
+	(*WaitResponse)(nil),          // 42: cm.v1.WaitResponse
+	(*StopRequest)(nil),           // 43: cm.v1.StopRequest
+	(*StopResponse)(nil),          // 44: cm.v1.StopResponse
+	(*KillRequest)(nil),           // 45: cm.v1.KillRequest
+	(*KillResponse)(nil),          // 46: cm.v1.KillResponse
+	(*RemoveRequest)(nil),         // 47: cm.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 48: cm.v1.RemoveResponse
+	(*Container)(nil),             // 49: cm.v1.Container
+	(*ListRequest)(nil),           // 50: cm.v1.ListRequest
+	(*ListResponse)(nil),          // 51: cm.v1.ListResponse
+	(*InspectRequest)(nil),        // 52: cm.v1.InspectRequest
+	(*InspectResponse)(nil),       // 53: cm.v1.InspectResponse
+	(*LogsRequest)(nil),           // 54: cm.v1.LogsRequest
+	(*LogsResponse)(nil),          // 55: cm.v1.LogsResponse
+	(*StatsRequest)(nil),          // 56: cm.v1.StatsRequest
+	(*CpuStats)(nil),              // 57: cm.v1.CpuStats
+	(*MemoryStats)(nil),           // 58: cm.v1.MemoryStats
+	(*PidsStats)(nil),             // 59: cm.v1.PidsStats
+	(*BlockIoStats)(nil),          // 60: cm.v1.BlockIoStats
+	(*NetworkStats)(nil),          // 61: cm.v1.NetworkStats
+	(*StatsResponse)(nil),         // 62: cm.v1.StatsResponse
+	(*EventsRequest)(nil),         // 63: cm.v1.EventsRequest
+	(*EventsResponse)(nil),        // 64: cm.v1.EventsResponse
+	nil,                           // 65: cm.v1.ContainerSpec.LabelsEntry
+	nil,                           // 66: cm.v1.EventsResponse.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 67: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 68: google.protobuf.Duration
 }
 var file_cm_v1_cm_proto_depIdxs = []int32{
 	4,  // 0: cm.v1.PullImageRequest.auth:type_name -> cm.v1.RegistryAuth
@@ -5063,94 +5145,95 @@ var file_cm_v1_cm_proto_depIdxs = []int32{
 	7,  // 6: cm.v1.PullResolved.layers:type_name -> cm.v1.LayerDescriptor
 	0,  // 7: cm.v1.LayerProgress.phase:type_name -> cm.v1.LayerPhase
 	6,  // 8: cm.v1.Image.platform:type_name -> cm.v1.Platform
-	66, // 9: cm.v1.Image.created:type_name -> google.protobuf.Timestamp
-	66, // 10: cm.v1.Image.pulled:type_name -> google.protobuf.Timestamp
+	67, // 9: cm.v1.Image.created:type_name -> google.protobuf.Timestamp
+	67, // 10: cm.v1.Image.pulled:type_name -> google.protobuf.Timestamp
 	14, // 11: cm.v1.ListImagesResponse.images:type_name -> cm.v1.Image
 	14, // 12: cm.v1.InspectImageResponse.image:type_name -> cm.v1.Image
 	20, // 13: cm.v1.ContainerSpec.resources:type_name -> cm.v1.Resources
 	1,  // 14: cm.v1.ContainerSpec.network:type_name -> cm.v1.NetworkMode
 	22, // 15: cm.v1.ContainerSpec.ports:type_name -> cm.v1.PortMapping
 	21, // 16: cm.v1.ContainerSpec.mounts:type_name -> cm.v1.Mount
-	64, // 17: cm.v1.ContainerSpec.labels:type_name -> cm.v1.ContainerSpec.LabelsEntry
-	23, // 18: cm.v1.CreateRequest.spec:type_name -> cm.v1.ContainerSpec
-	23, // 19: cm.v1.RunRequest.spec:type_name -> cm.v1.ContainerSpec
-	30, // 20: cm.v1.AttachStart.tty_size:type_name -> cm.v1.TtySize
-	31, // 21: cm.v1.AttachRequest.start:type_name -> cm.v1.AttachStart
-	32, // 22: cm.v1.AttachRequest.stdin:type_name -> cm.v1.StdinData
-	30, // 23: cm.v1.AttachRequest.resize:type_name -> cm.v1.TtySize
-	66, // 24: cm.v1.ExitStatus.finished_at:type_name -> google.protobuf.Timestamp
-	35, // 25: cm.v1.AttachResponse.started:type_name -> cm.v1.ProcessStarted
-	34, // 26: cm.v1.AttachResponse.exit:type_name -> cm.v1.ExitStatus
-	30, // 27: cm.v1.ExecStart.tty_size:type_name -> cm.v1.TtySize
-	37, // 28: cm.v1.ExecRequest.start:type_name -> cm.v1.ExecStart
-	32, // 29: cm.v1.ExecRequest.stdin:type_name -> cm.v1.StdinData
-	30, // 30: cm.v1.ExecRequest.resize:type_name -> cm.v1.TtySize
-	35, // 31: cm.v1.ExecResponse.started:type_name -> cm.v1.ProcessStarted
-	34, // 32: cm.v1.ExecResponse.exit:type_name -> cm.v1.ExitStatus
-	34, // 33: cm.v1.WaitResponse.status:type_name -> cm.v1.ExitStatus
-	67, // 34: cm.v1.StopRequest.timeout:type_name -> google.protobuf.Duration
-	2,  // 35: cm.v1.Container.state:type_name -> cm.v1.ContainerState
-	34, // 36: cm.v1.Container.exit:type_name -> cm.v1.ExitStatus
-	66, // 37: cm.v1.Container.created:type_name -> google.protobuf.Timestamp
-	66, // 38: cm.v1.Container.started:type_name -> google.protobuf.Timestamp
-	23, // 39: cm.v1.Container.spec:type_name -> cm.v1.ContainerSpec
-	22, // 40: cm.v1.Container.ports:type_name -> cm.v1.PortMapping
-	48, // 41: cm.v1.ListResponse.containers:type_name -> cm.v1.Container
-	48, // 42: cm.v1.InspectResponse.container:type_name -> cm.v1.Container
-	66, // 43: cm.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	66, // 44: cm.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
-	3,  // 45: cm.v1.LogsResponse.stream:type_name -> cm.v1.LogStream
-	67, // 46: cm.v1.StatsRequest.interval:type_name -> google.protobuf.Duration
-	66, // 47: cm.v1.StatsResponse.time:type_name -> google.protobuf.Timestamp
-	56, // 48: cm.v1.StatsResponse.cpu:type_name -> cm.v1.CpuStats
-	57, // 49: cm.v1.StatsResponse.memory:type_name -> cm.v1.MemoryStats
-	58, // 50: cm.v1.StatsResponse.pids:type_name -> cm.v1.PidsStats
-	59, // 51: cm.v1.StatsResponse.block_io:type_name -> cm.v1.BlockIoStats
-	60, // 52: cm.v1.StatsResponse.networks:type_name -> cm.v1.NetworkStats
-	66, // 53: cm.v1.EventsRequest.since:type_name -> google.protobuf.Timestamp
-	66, // 54: cm.v1.EventsResponse.time:type_name -> google.protobuf.Timestamp
-	65, // 55: cm.v1.EventsResponse.attributes:type_name -> cm.v1.EventsResponse.AttributesEntry
-	5,  // 56: cm.v1.ContainerService.PullImage:input_type -> cm.v1.PullImageRequest
-	13, // 57: cm.v1.ContainerService.ListImages:input_type -> cm.v1.ListImagesRequest
-	16, // 58: cm.v1.ContainerService.InspectImage:input_type -> cm.v1.InspectImageRequest
-	18, // 59: cm.v1.ContainerService.RemoveImage:input_type -> cm.v1.RemoveImageRequest
-	24, // 60: cm.v1.ContainerService.Create:input_type -> cm.v1.CreateRequest
-	26, // 61: cm.v1.ContainerService.Start:input_type -> cm.v1.StartRequest
-	28, // 62: cm.v1.ContainerService.Run:input_type -> cm.v1.RunRequest
-	33, // 63: cm.v1.ContainerService.Attach:input_type -> cm.v1.AttachRequest
-	38, // 64: cm.v1.ContainerService.Exec:input_type -> cm.v1.ExecRequest
-	40, // 65: cm.v1.ContainerService.Wait:input_type -> cm.v1.WaitRequest
-	42, // 66: cm.v1.ContainerService.Stop:input_type -> cm.v1.StopRequest
-	44, // 67: cm.v1.ContainerService.Kill:input_type -> cm.v1.KillRequest
-	46, // 68: cm.v1.ContainerService.Remove:input_type -> cm.v1.RemoveRequest
-	49, // 69: cm.v1.ContainerService.List:input_type -> cm.v1.ListRequest
-	51, // 70: cm.v1.ContainerService.Inspect:input_type -> cm.v1.InspectRequest
-	53, // 71: cm.v1.ContainerService.Logs:input_type -> cm.v1.LogsRequest
-	55, // 72: cm.v1.ContainerService.Stats:input_type -> cm.v1.StatsRequest
-	62, // 73: cm.v1.ContainerService.Events:input_type -> cm.v1.EventsRequest
-	8,  // 74: cm.v1.ContainerService.PullImage:output_type -> cm.v1.PullImageResponse
-	15, // 75: cm.v1.ContainerService.ListImages:output_type -> cm.v1.ListImagesResponse
-	17, // 76: cm.v1.ContainerService.InspectImage:output_type -> cm.v1.InspectImageResponse
-	19, // 77: cm.v1.ContainerService.RemoveImage:output_type -> cm.v1.RemoveImageResponse
-	25, // 78: cm.v1.ContainerService.Create:output_type -> cm.v1.CreateResponse
-	27, // 79: cm.v1.ContainerService.Start:output_type -> cm.v1.StartResponse
-	29, // 80: cm.v1.ContainerService.Run:output_type -> cm.v1.RunResponse
-	36, // 81: cm.v1.ContainerService.Attach:output_type -> cm.v1.AttachResponse
-	39, // 82: cm.v1.ContainerService.Exec:output_type -> cm.v1.ExecResponse
-	41, // 83: cm.v1.ContainerService.Wait:output_type -> cm.v1.WaitResponse
-	43, // 84: cm.v1.ContainerService.Stop:output_type -> cm.v1.StopResponse
-	45, // 85: cm.v1.ContainerService.Kill:output_type -> cm.v1.KillResponse
-	47, // 86: cm.v1.ContainerService.Remove:output_type -> cm.v1.RemoveResponse
-	50, // 87: cm.v1.ContainerService.List:output_type -> cm.v1.ListResponse
-	52, // 88: cm.v1.ContainerService.Inspect:output_type -> cm.v1.InspectResponse
-	54, // 89: cm.v1.ContainerService.Logs:output_type -> cm.v1.LogsResponse
-	61, // 90: cm.v1.ContainerService.Stats:output_type -> cm.v1.StatsResponse
-	63, // 91: cm.v1.ContainerService.Events:output_type -> cm.v1.EventsResponse
-	74, // [74:92] is the sub-list for method output_type
-	56, // [56:74] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	65, // 17: cm.v1.ContainerSpec.labels:type_name -> cm.v1.ContainerSpec.LabelsEntry
+	24, // 18: cm.v1.ContainerSpec.security:type_name -> cm.v1.SecurityOptions
+	23, // 19: cm.v1.CreateRequest.spec:type_name -> cm.v1.ContainerSpec
+	23, // 20: cm.v1.RunRequest.spec:type_name -> cm.v1.ContainerSpec
+	31, // 21: cm.v1.AttachStart.tty_size:type_name -> cm.v1.TtySize
+	32, // 22: cm.v1.AttachRequest.start:type_name -> cm.v1.AttachStart
+	33, // 23: cm.v1.AttachRequest.stdin:type_name -> cm.v1.StdinData
+	31, // 24: cm.v1.AttachRequest.resize:type_name -> cm.v1.TtySize
+	67, // 25: cm.v1.ExitStatus.finished_at:type_name -> google.protobuf.Timestamp
+	36, // 26: cm.v1.AttachResponse.started:type_name -> cm.v1.ProcessStarted
+	35, // 27: cm.v1.AttachResponse.exit:type_name -> cm.v1.ExitStatus
+	31, // 28: cm.v1.ExecStart.tty_size:type_name -> cm.v1.TtySize
+	38, // 29: cm.v1.ExecRequest.start:type_name -> cm.v1.ExecStart
+	33, // 30: cm.v1.ExecRequest.stdin:type_name -> cm.v1.StdinData
+	31, // 31: cm.v1.ExecRequest.resize:type_name -> cm.v1.TtySize
+	36, // 32: cm.v1.ExecResponse.started:type_name -> cm.v1.ProcessStarted
+	35, // 33: cm.v1.ExecResponse.exit:type_name -> cm.v1.ExitStatus
+	35, // 34: cm.v1.WaitResponse.status:type_name -> cm.v1.ExitStatus
+	68, // 35: cm.v1.StopRequest.timeout:type_name -> google.protobuf.Duration
+	2,  // 36: cm.v1.Container.state:type_name -> cm.v1.ContainerState
+	35, // 37: cm.v1.Container.exit:type_name -> cm.v1.ExitStatus
+	67, // 38: cm.v1.Container.created:type_name -> google.protobuf.Timestamp
+	67, // 39: cm.v1.Container.started:type_name -> google.protobuf.Timestamp
+	23, // 40: cm.v1.Container.spec:type_name -> cm.v1.ContainerSpec
+	22, // 41: cm.v1.Container.ports:type_name -> cm.v1.PortMapping
+	49, // 42: cm.v1.ListResponse.containers:type_name -> cm.v1.Container
+	49, // 43: cm.v1.InspectResponse.container:type_name -> cm.v1.Container
+	67, // 44: cm.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	67, // 45: cm.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
+	3,  // 46: cm.v1.LogsResponse.stream:type_name -> cm.v1.LogStream
+	68, // 47: cm.v1.StatsRequest.interval:type_name -> google.protobuf.Duration
+	67, // 48: cm.v1.StatsResponse.time:type_name -> google.protobuf.Timestamp
+	57, // 49: cm.v1.StatsResponse.cpu:type_name -> cm.v1.CpuStats
+	58, // 50: cm.v1.StatsResponse.memory:type_name -> cm.v1.MemoryStats
+	59, // 51: cm.v1.StatsResponse.pids:type_name -> cm.v1.PidsStats
+	60, // 52: cm.v1.StatsResponse.block_io:type_name -> cm.v1.BlockIoStats
+	61, // 53: cm.v1.StatsResponse.networks:type_name -> cm.v1.NetworkStats
+	67, // 54: cm.v1.EventsRequest.since:type_name -> google.protobuf.Timestamp
+	67, // 55: cm.v1.EventsResponse.time:type_name -> google.protobuf.Timestamp
+	66, // 56: cm.v1.EventsResponse.attributes:type_name -> cm.v1.EventsResponse.AttributesEntry
+	5,  // 57: cm.v1.ContainerService.PullImage:input_type -> cm.v1.PullImageRequest
+	13, // 58: cm.v1.ContainerService.ListImages:input_type -> cm.v1.ListImagesRequest
+	16, // 59: cm.v1.ContainerService.InspectImage:input_type -> cm.v1.InspectImageRequest
+	18, // 60: cm.v1.ContainerService.RemoveImage:input_type -> cm.v1.RemoveImageRequest
+	25, // 61: cm.v1.ContainerService.Create:input_type -> cm.v1.CreateRequest
+	27, // 62: cm.v1.ContainerService.Start:input_type -> cm.v1.StartRequest
+	29, // 63: cm.v1.ContainerService.Run:input_type -> cm.v1.RunRequest
+	34, // 64: cm.v1.ContainerService.Attach:input_type -> cm.v1.AttachRequest
+	39, // 65: cm.v1.ContainerService.Exec:input_type -> cm.v1.ExecRequest
+	41, // 66: cm.v1.ContainerService.Wait:input_type -> cm.v1.WaitRequest
+	43, // 67: cm.v1.ContainerService.Stop:input_type -> cm.v1.StopRequest
+	45, // 68: cm.v1.ContainerService.Kill:input_type -> cm.v1.KillRequest
+	47, // 69: cm.v1.ContainerService.Remove:input_type -> cm.v1.RemoveRequest
+	50, // 70: cm.v1.ContainerService.List:input_type -> cm.v1.ListRequest
+	52, // 71: cm.v1.ContainerService.Inspect:input_type -> cm.v1.InspectRequest
+	54, // 72: cm.v1.ContainerService.Logs:input_type -> cm.v1.LogsRequest
+	56, // 73: cm.v1.ContainerService.Stats:input_type -> cm.v1.StatsRequest
+	63, // 74: cm.v1.ContainerService.Events:input_type -> cm.v1.EventsRequest
+	8,  // 75: cm.v1.ContainerService.PullImage:output_type -> cm.v1.PullImageResponse
+	15, // 76: cm.v1.ContainerService.ListImages:output_type -> cm.v1.ListImagesResponse
+	17, // 77: cm.v1.ContainerService.InspectImage:output_type -> cm.v1.InspectImageResponse
+	19, // 78: cm.v1.ContainerService.RemoveImage:output_type -> cm.v1.RemoveImageResponse
+	26, // 79: cm.v1.ContainerService.Create:output_type -> cm.v1.CreateResponse
+	28, // 80: cm.v1.ContainerService.Start:output_type -> cm.v1.StartResponse
+	30, // 81: cm.v1.ContainerService.Run:output_type -> cm.v1.RunResponse
+	37, // 82: cm.v1.ContainerService.Attach:output_type -> cm.v1.AttachResponse
+	40, // 83: cm.v1.ContainerService.Exec:output_type -> cm.v1.ExecResponse
+	42, // 84: cm.v1.ContainerService.Wait:output_type -> cm.v1.WaitResponse
+	44, // 85: cm.v1.ContainerService.Stop:output_type -> cm.v1.StopResponse
+	46, // 86: cm.v1.ContainerService.Kill:output_type -> cm.v1.KillResponse
+	48, // 87: cm.v1.ContainerService.Remove:output_type -> cm.v1.RemoveResponse
+	51, // 88: cm.v1.ContainerService.List:output_type -> cm.v1.ListResponse
+	53, // 89: cm.v1.ContainerService.Inspect:output_type -> cm.v1.InspectResponse
+	55, // 90: cm.v1.ContainerService.Logs:output_type -> cm.v1.LogsResponse
+	62, // 91: cm.v1.ContainerService.Stats:output_type -> cm.v1.StatsResponse
+	64, // 92: cm.v1.ContainerService.Events:output_type -> cm.v1.EventsResponse
+	75, // [75:93] is the sub-list for method output_type
+	57, // [57:75] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_cm_v1_cm_proto_init() }
@@ -5164,27 +5247,27 @@ func file_cm_v1_cm_proto_init() {
 		(*PullImageResponse_Summary)(nil),
 		(*PullImageResponse_Done)(nil),
 	}
-	file_cm_v1_cm_proto_msgTypes[29].OneofWrappers = []any{
+	file_cm_v1_cm_proto_msgTypes[30].OneofWrappers = []any{
 		(*AttachRequest_Start)(nil),
 		(*AttachRequest_Stdin)(nil),
 		(*AttachRequest_CloseStdin)(nil),
 		(*AttachRequest_Resize)(nil),
 		(*AttachRequest_Signal)(nil),
 	}
-	file_cm_v1_cm_proto_msgTypes[32].OneofWrappers = []any{
+	file_cm_v1_cm_proto_msgTypes[33].OneofWrappers = []any{
 		(*AttachResponse_Started)(nil),
 		(*AttachResponse_Stdout)(nil),
 		(*AttachResponse_Stderr)(nil),
 		(*AttachResponse_Exit)(nil),
 	}
-	file_cm_v1_cm_proto_msgTypes[34].OneofWrappers = []any{
+	file_cm_v1_cm_proto_msgTypes[35].OneofWrappers = []any{
 		(*ExecRequest_Start)(nil),
 		(*ExecRequest_Stdin)(nil),
 		(*ExecRequest_CloseStdin)(nil),
 		(*ExecRequest_Resize)(nil),
 		(*ExecRequest_Signal)(nil),
 	}
-	file_cm_v1_cm_proto_msgTypes[35].OneofWrappers = []any{
+	file_cm_v1_cm_proto_msgTypes[36].OneofWrappers = []any{
 		(*ExecResponse_Started)(nil),
 		(*ExecResponse_Stdout)(nil),
 		(*ExecResponse_Stderr)(nil),
@@ -5196,7 +5279,7 @@ func file_cm_v1_cm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cm_v1_cm_proto_rawDesc), len(file_cm_v1_cm_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   62,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

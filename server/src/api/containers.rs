@@ -10,7 +10,8 @@ use super::session::{ClientFrame, inputs, outputs};
 use super::{RpcStream, timestamp};
 use crate::cgroups::Limits;
 use crate::containers::{
-    AttachRequest, Container, ContainerStatus, Containers, CreateSpec, ExitRecord, MountConfig, Network, SessionOutput,
+    AttachRequest, Container, ContainerStatus, Containers, CreateSpec, ExitRecord, MountConfig, Network, Seccomp,
+    Security, SessionOutput,
 };
 use crate::network::PortConfig;
 
@@ -62,6 +63,7 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
             read_only: m.read_only,
         })
         .collect();
+    let security = security(spec.security.unwrap_or_default())?;
     Ok(CreateSpec {
         image: spec.image.trim().to_string(),
         name: spec.name,
@@ -80,7 +82,33 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
         auto_remove: spec.auto_remove,
         labels: spec.labels.into_iter().collect(),
         stop_signal: spec.stop_signal,
+        security,
     })
+}
+
+fn security(s: pb::SecurityOptions) -> Result<Security, Status> {
+    let seccomp = match (s.seccomp_unconfined, s.seccomp_profile.is_empty()) {
+        (true, false) => {
+            return Err(Status::invalid_argument(
+                "spec.security: seccomp_unconfined and seccomp_profile exclude each other",
+            ));
+        }
+        (true, true) => Seccomp::Unconfined,
+        (false, true) => Seccomp::Default,
+        (false, false) => Seccomp::Profile(s.seccomp_profile),
+    };
+    Ok(Security { seccomp, no_new_privileges: s.no_new_privileges })
+}
+
+fn security_to_proto(s: &Security) -> pb::SecurityOptions {
+    pb::SecurityOptions {
+        seccomp_profile: match &s.seccomp {
+            Seccomp::Profile(json) => json.clone(),
+            _ => String::new(),
+        },
+        seccomp_unconfined: s.seccomp == Seccomp::Unconfined,
+        no_new_privileges: s.no_new_privileges,
+    }
 }
 
 pub fn exit_to_proto(e: &ExitRecord) -> pb::ExitStatus {
@@ -139,6 +167,7 @@ pub fn to_proto(c: &Container) -> pb::Container {
         auto_remove: cfg.auto_remove,
         labels: cfg.labels.iter().cloned().collect(),
         stop_signal: cfg.stop_signal.clone(),
+        security: Some(security_to_proto(&cfg.security)),
     };
     pb::Container {
         id: cfg.id.clone(),

@@ -29,6 +29,7 @@ pub struct CreateSpec {
     pub auto_remove: bool,
     pub labels: Vec<(String, String)>,
     pub stop_signal: String,
+    pub security: super::Security,
 }
 
 impl CreateSpec {
@@ -43,6 +44,7 @@ impl CreateSpec {
         no_nul("mounts.source", self.mounts.iter().map(|m| m.source.to_str().unwrap_or_default()))?;
         no_nul("mounts.target", self.mounts.iter().map(|m| m.target.as_str()))?;
         crate::runtime::user::check_spec(&self.user).map_err(ContainerError::Invalid)?;
+        self.security.validate().map_err(ContainerError::Invalid)?;
         if !self.hostname.is_empty() {
             record::validate_hostname(&self.hostname).map_err(ContainerError::Invalid)?;
         }
@@ -125,6 +127,7 @@ impl Containers {
             entrypoint: spec.entrypoint.clone(),
             command: spec.command.clone(),
             created_unix_nanos: now_nanos(),
+            security: spec.security.clone(),
             id,
         };
         record::parse_signal(&config.stop_signal).map_err(ContainerError::Invalid)?;

@@ -109,6 +109,14 @@ impl Containers {
             std::fs::create_dir_all(c.dir.join("empty")).map_err(io("creating an empty layer"))?;
             lower.push(c.dir.join("empty").display().to_string());
         }
+        // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
+        // container gets no CAP_MKNOD, so it cannot make the nodes the v1 devices cgroup refuses.
+        let capabilities = match self.layout {
+            Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
+            Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
+        };
+        // Compiled for the container's capabilities, as docker's profile has groups for some.
+        let seccomp = config.security.seccomp_filters(capabilities).map_err(ContainerError::Invalid)?;
         let bundle = Bundle {
             id: c.id.clone(),
             rootfs: Rootfs {
@@ -130,16 +138,13 @@ impl Containers {
             host_network: network.shares_host_namespace(),
             cgroup_join: cgroup.join_files(),
             cgroup_clone_into: cgroup.v2_dir(),
-            // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
-            // container gets no CAP_MKNOD, so it cannot make the nodes the v1 devices cgroup refuses.
-            capabilities: match self.layout {
-                Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
-                Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
-            },
+            capabilities,
             cgroup_v2: matches!(self.layout, Layout::V2 { .. }),
             etc_files,
             mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),
             log: self.options.log_limits,
+            seccomp,
+            no_new_privileges: config.security.no_new_privileges,
         };
         let bytes =
             serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(format!("encoding the bundle: {e}")))?;

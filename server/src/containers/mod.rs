@@ -41,7 +41,8 @@ use error::io;
 pub use error::{ContainerError, no_nul};
 pub use exec::ExecRequest;
 pub use record::{
-    Config, ContainerStatus, ExitRecord, MountConfig, Network, Record, State, new_id, parse_signal, signal_name,
+    Config, ContainerStatus, ExitRecord, MountConfig, Network, Record, Seccomp, Security, State, new_id, parse_signal,
+    signal_name,
 };
 pub use session::{InputBreak, MAX_STDIN_FRAME, SessionInput, SessionInputs, SessionOutput, SessionOutputs};
 pub use stats::Sample;
@@ -97,7 +98,7 @@ pub struct Containers {
     /// The cgroup filesystem containers' cgroups are made in (the host's; a fake one in unit tests).
     cgroup_fs: Arc<dyn CgroupFs>,
     options: RuntimeOptions,
-    monitor: PathBuf,
+    monitor: client::MonitorBinary,
     table: Mutex<HashMap<String, Arc<Container>>>,
     events: Arc<Events>,
 }
@@ -136,7 +137,7 @@ impl Containers {
         events: Arc<Events>,
     ) -> anyhow::Result<Arc<Containers>> {
         let cgroups = (Layout::detect()?, Arc::new(HostFs) as Arc<dyn CgroupFs>);
-        Self::open_with(root, images, options, events, cgroups, client::monitor_binary()?).await
+        Self::open_with(root, images, options, events, cgroups, client::MonitorBinary::beside_server()?).await
     }
 
     /// [`Containers::open`] with the cgroup layout and filesystem and the monitor binary given.
@@ -146,7 +147,7 @@ impl Containers {
         options: RuntimeOptions,
         events: Arc<Events>,
         (layout, cgroup_fs): (Layout, Arc<dyn CgroupFs>),
-        monitor: PathBuf,
+        monitor: client::MonitorBinary,
     ) -> anyhow::Result<Arc<Containers>> {
         let dir = root.join("containers");
         std::fs::create_dir_all(&dir)?;

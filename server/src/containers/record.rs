@@ -53,6 +53,56 @@ pub struct Config {
     pub labels: Vec<(String, String)>,
     pub stop_signal: String,
     pub created_unix_nanos: i64,
+    /// --security-opt.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// `--security-opt`: the seccomp profile and no_new_privs of the container's processes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    pub seccomp: Seccomp,
+    pub no_new_privileges: bool,
+}
+
+/// Which seccomp filter container processes get.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seccomp {
+    /// Docker's default profile, for the container's capabilities.
+    #[default]
+    Default,
+    /// None.
+    Unconfined,
+    /// A profile in docker's JSON format (the text).
+    Profile(String),
+}
+
+/// The largest seccomp profile accepted (docker's default is about 10 KiB).
+pub const MAX_SECCOMP_PROFILE: usize = 1 << 20;
+
+impl Security {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Seccomp::Profile(json) = &self.seccomp {
+            if json.len() > MAX_SECCOMP_PROFILE {
+                return Err(format!(
+                    "security.seccomp_profile is {} bytes; the limit is {MAX_SECCOMP_PROFILE}",
+                    json.len()
+                ));
+            }
+            crate::runtime::seccomp::check(json)?;
+        }
+        Ok(())
+    }
+
+    /// The filters for a container with `capabilities` (none when unconfined).
+    pub fn seccomp_filters(&self, capabilities: u64) -> Result<Vec<crate::runtime::seccomp::Program>, String> {
+        use crate::runtime::seccomp::{DEFAULT_PROFILE, Target, compile};
+        match &self.seccomp {
+            Seccomp::Unconfined => Ok(Vec::new()),
+            Seccomp::Default => compile(DEFAULT_PROFILE, &Target::running(capabilities)),
+            Seccomp::Profile(json) => compile(json, &Target::running(capabilities)),
+        }
+    }
 }
 
 /// Network mode.

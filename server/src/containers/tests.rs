@@ -66,7 +66,7 @@ impl World {
             log_limits: LogLimits::default(),
         };
         let cgroups = (self.cgroups.layout(), self.cgroups.clone() as Arc<dyn CgroupFs>);
-        let monitor = self.root.path().join("monitor");
+        let monitor = crate::runtime::client::MonitorBinary::at(self.root.path().join("monitor"));
         Containers::open_with(self.root.path(), self.images.clone(), options, Arc::default(), cgroups, monitor)
             .await
             .unwrap()

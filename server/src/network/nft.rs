@@ -1,4 +1,5 @@
-//! cm's nftables table: masquerade for the bridge's subnet and DNAT for published ports. The whole table is
+//! cm's nftables table: masquerade for the bridge's subnet, DNAT for published ports, and no way from the
+//! bridge to the host's loopback but the replies of those. The whole table is
 //! rendered from the current state and replaced in one `nft -f` transaction, so a change is never half
 //! applied and rules of containers that no longer exist cannot survive a change.
 
@@ -76,6 +77,13 @@ pub fn ruleset(table: &str, bridge: &str, subnet: Ipv4Net, forwards: &[Forward])
     // through the gateway.
     let _ = writeln!(s, "\t\toifname \"{bridge}\" ip saddr 127.0.0.0/8 masquerade");
     let _ = writeln!(s, "\t\toifname \"{bridge}\" ip saddr {subnet} ct status dnat masquerade");
+    let _ = writeln!(s, "\t}}");
+    // route_localnet on the bridge (for published ports on 127.0.0.1) would also let a container reach the
+    // host's loopback services with crafted packets (CVE-2020-8558): from the bridge, 127.0.0.0/8 takes only
+    // the replies of connections DNATed to a container (the host's own 127.0.0.1:PORT ones).
+    let _ = writeln!(s, "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;");
+    let _ = writeln!(s, "\t\tiifname \"{bridge}\" ip daddr 127.0.0.0/8 ct status dnat accept");
+    let _ = writeln!(s, "\t\tiifname \"{bridge}\" ip daddr 127.0.0.0/8 drop");
     let _ = writeln!(s, "\t}}\n}}");
     s
 }
@@ -125,6 +133,9 @@ mod tests {
         assert!(text.contains("\t\tip daddr 127.0.0.1 udp dport 5353 dnat to 10.88.0.3:53\n"), "{text}");
         assert!(text.contains("ip saddr 10.88.0.0/16 oifname != \"cm0\" masquerade"), "{text}");
         assert_eq!(text.matches("fib daddr type local jump published").count(), 2);
+        let accept = text.find("iifname \"cm0\" ip daddr 127.0.0.0/8 ct status dnat accept\n").expect(&text);
+        let drop = text.find("iifname \"cm0\" ip daddr 127.0.0.0/8 drop\n").expect(&text);
+        assert!(accept < drop, "{text}");
         assert_eq!(text.matches('{').count(), text.matches('}').count());
     }
 

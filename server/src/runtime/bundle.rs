@@ -42,6 +42,13 @@ pub struct Bundle {
     /// Rotation of the container's output log.
     #[serde(default)]
     pub log: LogLimits,
+    /// The seccomp filters container processes install before they exec, in order (empty: none); compiled
+    /// by the server (see [`super::seccomp`]).
+    #[serde(default)]
+    pub seccomp: Vec<super::seccomp::Program>,
+    /// Container processes set no_new_privs before they exec (--security-opt no-new-privileges).
+    #[serde(default)]
+    pub no_new_privileges: bool,
 }
 
 /// Size-based rotation of the container's output log (see [`super::logfile`]).
@@ -121,6 +128,8 @@ impl Bundle {
             etc_files: vec![],
             mounts: vec![],
             log: Default::default(),
+            seccomp: vec![],
+            no_new_privileges: false,
         }
     }
 }

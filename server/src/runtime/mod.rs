@@ -12,6 +12,7 @@
 //! - [`syscall`]: the init's privileged kernel calls behind a trait, faked in unit tests
 //! - [`user`]: `user[:group]` resolved from the image's /etc/passwd and /etc/group, as data
 //! - [`logfile`]: the per-container output log
+//! - [`seccomp`]: docker-format seccomp profiles compiled to BPF by the server, installed by the init
 //! - [`client`]: the server's side of the socket
 
 pub mod bundle;
@@ -21,6 +22,7 @@ pub mod init;
 pub mod logfile;
 pub mod monitor;
 pub mod protocol;
+pub mod seccomp;
 pub mod sync;
 pub mod syscall;
 pub mod user;

@@ -1,7 +1,7 @@
 //! The container side, run in the child the monitor cloned into new namespaces. One linear function in runc's
-//! order: wait for the go-ahead, join the cgroup namespace, stdio, the root filesystem ([`rootfs`]: overlay,
-//! mounts resolved inside the root, pivot_root, masked and read-only paths), hostname, user, capabilities
-//! ([`caps`]), workdir, exec ([`command`]). A terminal is allocated inside the container ([`console`]). Any
+//! order: wait for the go-ahead, join the cgroup namespace and a new session keyring, the root filesystem
+//! ([`rootfs`]: overlay, mounts resolved inside the root, pivot_root, masked and read-only paths), stdio,
+//! hostname, user, seccomp, capabilities ([`caps`]), workdir, exec ([`command`]). A terminal is allocated inside the container ([`console`]). Any
 //! failure is written to the error pipe (close-on-exec: a successful exec closes it empty) and ends the child
 //! with 127 (not found), 126 (not executable) or 125 (setup failed), see [`error`].
 //!
@@ -14,7 +14,7 @@ pub mod console;
 pub mod error;
 pub mod rootfs;
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::sched::CloneFlags;
@@ -131,18 +131,21 @@ fn setup_and_exec<S: Syscall>(
     // The cgroup namespace is made now, so its root is the container's cgroup, not the monitor's.
     sys.unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
 
-    // 2. stdio, for pipes (a terminal comes once the container's /dev/pts exists).
-    let devnull = open_devnull()?;
-    if let ChildStdio::Pipes { stdin, stdout, stderr } = &io.stdio {
-        let stdin = stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd());
-        console::dup_stdio([stdin, stdout.as_fd(), stderr.as_fd()])?;
-    }
+    // A session keyring of its own, not the host's (runc does the same).
+    join_new_session_keyring()?;
 
-    // 3.-7. The root filesystem, the terminal inside it, pivot_root, masked and read-only paths.
+    // 2.-6. The root filesystem, the terminal inside it, pivot_root, masked and read-only paths.
     rootfs::prepare(sys, bundle, |root| match &io.stdio {
         ChildStdio::Console(socket) => console::attach(root, socket.as_fd(), tty_size),
         ChildStdio::Pipes { .. } => Ok(()),
     })?;
+    // 7. stdio for pipes, now that /dev/null is the container's own (the host's would let the container
+    // change the host's node through /proc/self/fd/0).
+    if let ChildStdio::Pipes { stdin, stdout, stderr } = &io.stdio {
+        let devnull = open_devnull()?;
+        let stdin = stdin.as_ref().map_or(devnull.as_fd(), |f| f.as_fd());
+        console::dup_stdio([stdin, stdout.as_fd(), stderr.as_fd()])?;
+    }
 
     // 8. Identity, environment, exec.
     sys.sethostname(&bundle.hostname).map_err(setup_err("sethostname"))?;
@@ -179,6 +182,7 @@ fn enter_and_exec<S: Syscall>(
     // The pidfd enters all these namespaces at once; the mount namespace switch also moves our root and
     // cwd to the container's root.
     sys.setns(init_pidfd, flags).map_err(setup_err("enter the container's namespaces"))?;
+    join_new_session_keyring()?;
     let devnull = open_devnull()?;
     match &io.stdio {
         ChildStdio::Pipes { stdin, stdout, stderr } => {
@@ -220,6 +224,16 @@ fn become_and_exec(
         std::fs::create_dir_all(cwd)
             .map_err(|e| InitError::setup(format!("cannot create working directory {cwd}: {e}")))?;
     }
+    // runc's order: with no_new_privs the filter comes last, just before exec; without it, installing one
+    // needs CAP_SYS_ADMIN, so it goes on while we still have it (the calls left are all in docker's profile).
+    if bundle.no_new_privileges {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+            return Err(setup_err("set no_new_privs")(nix::Error::last()));
+        }
+    } else {
+        install_seccomp(bundle)?;
+    }
     caps::limit(bundle.capabilities)?;
     let groups: Vec<nix::unistd::Gid> = who.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
@@ -237,5 +251,61 @@ fn become_and_exec(
     // Nothing of the monitor's leaks past exec.
     // SAFETY: close_range only marks descriptors close-on-exec.
     unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, nix::libc::CLOSE_RANGE_CLOEXEC) };
+    if bundle.no_new_privileges {
+        install_seccomp(bundle)?;
+    }
     command::exec(args, &env)
+}
+
+fn install_seccomp(bundle: &Bundle) -> Result<(), InitError> {
+    super::seccomp::install(&bundle.seccomp)
+        .map_err(|e| InitError::setup(format!("cannot install the seccomp filter: {e}")))
+}
+
+/// Joins a new anonymous session keyring, so the container's processes cannot reach keys in the session
+/// keyring of the server (KEYCTL_JOIN_SESSION_KEYRING, as runc). A kernel without keys is fine.
+fn join_new_session_keyring() -> Result<(), InitError> {
+    const KEYCTL_JOIN_SESSION_KEYRING: nix::libc::c_long = 1;
+    // SAFETY: keyctl with a null name (an anonymous keyring).
+    let rc = unsafe {
+        nix::libc::syscall(nix::libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<nix::libc::c_char>())
+    };
+    if rc < 0 && nix::Error::last() != nix::Error::ENOSYS {
+        return Err(setup_err("join a new session keyring")(nix::Error::last()));
+    }
+    Ok(())
+}
+
+/// The first step of every child the monitor clones (the init and exec'd processes), before anything of the
+/// container can see it: non-dumpable until it execs, so no container process can open its
+/// /proc/<pid>/exe (the host's monitor binary), fd/ or mem (CVE-2019-5736; execve makes a process dumpable
+/// again), and holding none of the monitor's descriptors but 0-2 and `keep`.
+pub fn harden_child(keep: &[RawFd]) {
+    // SAFETY: prctl with integer arguments.
+    unsafe { nix::libc::prctl(nix::libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd > 2).collect();
+    keep.sort_unstable();
+    let mut next = 3u32;
+    for fd in keep.into_iter().map(|fd| fd as u32).chain([u32::MAX]) {
+        if fd > next {
+            // SAFETY: close_range closes descriptors of this single-threaded child that nothing uses.
+            unsafe { nix::libc::syscall(nix::libc::SYS_close_range, next, fd - 1, 0u32) };
+        }
+        next = fd.saturating_add(1);
+    }
+}
+
+impl ChildIo {
+    /// The descriptors the child needs.
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.errors.as_raw_fd()];
+        match &self.stdio {
+            ChildStdio::Pipes { stdin, stdout, stderr } => {
+                fds.extend(stdin.iter().map(|f| f.as_raw_fd()));
+                fds.extend([stdout.as_raw_fd(), stderr.as_raw_fd()]);
+            }
+            ChildStdio::Console(socket) => fds.push(socket.as_raw_fd()),
+        }
+        fds
+    }
 }

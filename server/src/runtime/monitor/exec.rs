@@ -50,6 +50,9 @@ pub(super) fn spawn(
         // SAFETY: prctl in the child.
         unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
         let io = ChildIo { stdio: child_stdio, errors: errors_w };
+        let mut keep = io.fds();
+        keep.push(init_pidfd.as_raw_fd());
+        init::harden_child(&keep);
         init::exec_in_container(bundle, spec, init_pidfd, io, !cloned.in_cgroup);
     }
     drop((child_stdio, errors_w));

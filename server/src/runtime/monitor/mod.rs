@@ -41,6 +41,9 @@ const FINISHED_EXECS_KEPT: usize = 1024;
 /// Entry point of `cm-monitor DIR`. Prints "ok" (or the error) on stdout once the container's init exists
 /// and the socket listens, then detaches; the process that started it can wait for it right away.
 pub fn main(dir: &Path) -> i32 {
+    // Nothing inherited is kept (the sealed copy of our binary we were exec'd from, ...).
+    // SAFETY: close_range on descriptors nothing in this fresh process uses.
+    unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let (status_r, status_w) = match pipe2(OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
@@ -119,6 +122,9 @@ struct Monitor {
 
 impl Monitor {
     fn start(dir: &Path) -> io::Result<Monitor> {
+        // Non-dumpable, and so are the children we clone from birth (see init::harden_child).
+        // SAFETY: prctl with integer arguments.
+        unsafe { nix::libc::prctl(nix::libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         nix::unistd::setsid().map_err(err("setsid"))?;
         std::env::set_current_dir(dir)?;
         // Our own diagnostics go to monitor.log; stdin and stdout to /dev/null.
@@ -158,6 +164,9 @@ impl Monitor {
             // SAFETY: prctl in the child.
             unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
             let io = ChildIo { stdio: child_stdio, errors: errors_w };
+            let mut keep = io.fds();
+            keep.extend([sync_r.as_raw_fd(), joined_w.as_raw_fd()]);
+            init::harden_child(&keep);
             init::run(&bundle, io, sync_r, joined_w, !cloned.in_cgroup);
         }
         drop((child_stdio, sync_r, errors_w, joined_w));

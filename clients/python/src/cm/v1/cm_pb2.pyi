@@ -258,7 +258,7 @@ class PortMapping(_message.Message):
     def __init__(self, host_ip: _Optional[str] = ..., host_port: _Optional[int] = ..., container_port: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("image", "name", "entrypoint", "entrypoint_set", "command", "env", "workdir", "user", "hostname", "tty", "stdin", "resources", "network", "ports", "mounts", "auto_remove", "labels", "stop_signal")
+    __slots__ = ("image", "name", "entrypoint", "entrypoint_set", "command", "env", "workdir", "user", "hostname", "tty", "stdin", "resources", "network", "ports", "mounts", "auto_remove", "labels", "stop_signal", "security")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -284,6 +284,7 @@ class ContainerSpec(_message.Message):
     AUTO_REMOVE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_FIELD_NUMBER: _ClassVar[int]
     image: str
     name: str
     entrypoint: _containers.RepeatedScalarFieldContainer[str]
@@ -302,7 +303,18 @@ class ContainerSpec(_message.Message):
     auto_remove: bool
     labels: _containers.ScalarMap[str, str]
     stop_signal: str
-    def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., entrypoint: _Optional[_Iterable[str]] = ..., entrypoint_set: _Optional[bool] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., network: _Optional[_Union[NetworkMode, str]] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., auto_remove: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., stop_signal: _Optional[str] = ...) -> None: ...
+    security: SecurityOptions
+    def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., entrypoint: _Optional[_Iterable[str]] = ..., entrypoint_set: _Optional[bool] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., network: _Optional[_Union[NetworkMode, str]] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., auto_remove: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., stop_signal: _Optional[str] = ..., security: _Optional[_Union[SecurityOptions, _Mapping]] = ...) -> None: ...
+
+class SecurityOptions(_message.Message):
+    __slots__ = ("seccomp_profile", "seccomp_unconfined", "no_new_privileges")
+    SECCOMP_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_UNCONFINED_FIELD_NUMBER: _ClassVar[int]
+    NO_NEW_PRIVILEGES_FIELD_NUMBER: _ClassVar[int]
+    seccomp_profile: str
+    seccomp_unconfined: bool
+    no_new_privileges: bool
+    def __init__(self, seccomp_profile: _Optional[str] = ..., seccomp_unconfined: _Optional[bool] = ..., no_new_privileges: _Optional[bool] = ...) -> None: ...
 
 class CreateRequest(_message.Message):
     __slots__ = ("spec",)
