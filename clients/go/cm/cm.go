@@ -10,6 +10,8 @@ package cm
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +21,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -50,13 +53,43 @@ func Dial(host string, opts ...grpc.DialOption) (*Client, error) {
 	return &Client{conn: conn, API: pb.NewContainerServiceClient(conn)}, nil
 }
 
-// DialEnv connects to $CM_HOST, or DefaultHost when it is unset.
+// DialEnv connects to $CM_HOST, or DefaultHost when it is unset; with $CM_TLS_CA set (and $CM_TLS_CERT and
+// $CM_TLS_KEY, as cm-client takes them), over TLS with that CA and client certificate.
 func DialEnv(opts ...grpc.DialOption) (*Client, error) {
 	host := os.Getenv("CM_HOST")
 	if host == "" {
 		host = DefaultHost
 	}
+	if ca := os.Getenv("CM_TLS_CA"); ca != "" {
+		config, err := TLSConfig(ca, os.Getenv("CM_TLS_CERT"), os.Getenv("CM_TLS_KEY"))
+		if err != nil {
+			return nil, err
+		}
+		opts = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(config))}, opts...)
+	}
 	return Dial(host, opts...)
+}
+
+// TLSConfig is the TLS configuration for cm-server's TCP listeners: the server's certificate must be signed
+// by the CA in caFile, and certFile and keyFile (PEM) are the client certificate the server requires.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the TLS CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	config := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if certFile != "" || keyFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading the TLS client certificate: %w", err)
+		}
+		config.Certificates = []tls.Certificate{pair}
+	}
+	return config, nil
 }
 
 // Target is the gRPC target for a cm address.

@@ -87,9 +87,14 @@ class Client:
 
     @classmethod
     def from_env(cls, **kwargs) -> "Client":
-        """A client for ``$CM_HOST`` (default ``unix:/run/cm.sock``). With ``$CM_CERT_PATH`` set, TLS with
-        ``ca.pem``, ``cert.pem`` and ``key.pem`` from that directory (as docker's DOCKER_CERT_PATH)."""
+        """A client for ``$CM_HOST`` (default ``unix:/run/cm.sock``). TLS files come from ``$CM_TLS_CA``,
+        ``$CM_TLS_CERT`` and ``$CM_TLS_KEY`` (as cm-client's), or with ``$CM_CERT_PATH`` set, ``ca.pem``,
+        ``cert.pem`` and ``key.pem`` from that directory (as docker's DOCKER_CERT_PATH)."""
         host = os.environ.get("CM_HOST") or DEFAULT_HOST
+        for variable, option in [("CM_TLS_CA", "tls_ca_cert"), ("CM_TLS_CERT", "tls_client_cert"),
+                                 ("CM_TLS_KEY", "tls_client_key")]:
+            if os.environ.get(variable):
+                kwargs.setdefault(option, os.environ[variable])
         cert_path = os.environ.get("CM_CERT_PATH")
         if cert_path:
             kwargs.setdefault("tls_ca_cert", os.path.join(cert_path, "ca.pem"))
