@@ -112,6 +112,11 @@ pub fn inspect_json(c: &pb::Container) -> Value {
             "NetworkMode": network,
             "AutoRemove": spec.auto_remove,
             "PortBindings": port_map(&spec.ports),
+            "CapAdd": or_null(&spec.cap_add),
+            "CapDrop": or_null(&spec.cap_drop),
+            "Privileged": spec.privileged,
+            "ReadonlyRootfs": spec.read_only_rootfs,
+            "UsernsMode": if spec.userns == pb::UserNamespaceMode::Auto as i32 { "auto" } else { "" },
         },
         "Mounts": mounts,
         "NetworkSettings": {
@@ -181,6 +186,9 @@ mod tests {
                     target: "/b".into(),
                     read_only: true,
                 }],
+                cap_add: args(&["NET_ADMIN"]),
+                read_only_rootfs: true,
+                userns: pb::UserNamespaceMode::Auto as i32,
                 ..Default::default()
             }),
             ip_address: "10.88.0.2".into(),
@@ -217,6 +225,8 @@ mod tests {
             json!({
                 "Memory": 1 << 28, "NanoCpus": 500_000_000, "PidsLimit": 64, "NetworkMode": "bridge",
                 "AutoRemove": false, "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}]},
+                "CapAdd": ["NET_ADMIN"], "CapDrop": null, "Privileged": false, "ReadonlyRootfs": true,
+                "UsernsMode": "auto",
             })
         );
         assert_eq!(j["Mounts"][0]["Mode"], "ro");

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::error::io;
-use super::{Config, Container, ContainerError, Containers, MountConfig, Network, Record, State, no_nul, record};
+use super::{
+    Config, Container, ContainerError, Containers, MountConfig, Network, Privileges, Record, State, no_nul, record,
+};
 use crate::cgroups::Limits;
 use crate::clock::now_nanos;
 use crate::network::PortConfig;
@@ -29,6 +31,8 @@ pub struct CreateSpec {
     pub auto_remove: bool,
     pub labels: Vec<(String, String)>,
     pub stop_signal: String,
+    /// Capabilities, privileged mode, read-only root, user namespace.
+    pub privileges: Privileges,
 }
 
 impl CreateSpec {
@@ -45,6 +49,13 @@ impl CreateSpec {
         crate::runtime::user::check_spec(&self.user).map_err(ContainerError::Invalid)?;
         if !self.hostname.is_empty() {
             record::validate_hostname(&self.hostname).map_err(ContainerError::Invalid)?;
+        }
+        self.privileges.validate().map_err(ContainerError::Invalid)?;
+        if self.privileges.user_namespace == super::UserNamespace::Auto && self.network == Network::Host {
+            // As docker: the host's network namespace belongs to the host's user namespace.
+            return Err(ContainerError::Invalid(
+                "a container with its own user namespace (--userns auto) cannot use --network host".into(),
+            ));
         }
         Ok(())
     }
@@ -124,6 +135,8 @@ impl Containers {
             },
             entrypoint: spec.entrypoint.clone(),
             command: spec.command.clone(),
+            privileges: spec.privileges.clone(),
+            id_map: None,
             created_unix_nanos: now_nanos(),
             id,
         };

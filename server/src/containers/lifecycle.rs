@@ -62,6 +62,12 @@ impl Containers {
             &config.limits,
         )
         .map_err(ContainerError::Limits)?;
+        if config.privileges.privileged
+            && let Err(e) = cgroup.allow_all_devices()
+        {
+            let _ = remove_cgroup(cgroup).await;
+            return Err(ContainerError::Limits(e));
+        }
         let result = self.launch(c, config, &*network, &cgroup, attach).await;
         match result {
             Ok((pid, ports, session, watcher)) => {
@@ -131,15 +137,22 @@ impl Containers {
             cgroup_join: cgroup.join_files(),
             cgroup_clone_into: cgroup.v2_dir(),
             // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
-            // container gets no CAP_MKNOD, so it cannot make the nodes the v1 devices cgroup refuses.
-            capabilities: match self.layout {
-                Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
-                Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
-            },
+            // container gets no CAP_MKNOD by default, so it cannot make the nodes the v1 devices cgroup
+            // refuses. --cap-add and --cap-drop apply to that set.
+            capabilities: config
+                .privileges
+                .capabilities(match self.layout {
+                    Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
+                    Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
+                })
+                .map_err(ContainerError::Invalid)?,
             cgroup_v2: matches!(self.layout, Layout::V2 { .. }),
             etc_files,
             mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),
             log: self.options.log_limits,
+            privileged: config.privileges.privileged,
+            read_only_rootfs: config.privileges.read_only_rootfs,
+            id_map: config.id_map,
         };
         let bytes =
             serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(format!("encoding the bundle: {e}")))?;

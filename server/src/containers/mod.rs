@@ -14,6 +14,7 @@ mod etc;
 mod exec;
 mod images;
 mod lifecycle;
+mod privileges;
 mod record;
 mod session;
 mod stats;
@@ -40,6 +41,7 @@ pub use create::CreateSpec;
 use error::io;
 pub use error::{ContainerError, no_nul};
 pub use exec::ExecRequest;
+pub use privileges::{Privileges, UserNamespace};
 pub use record::{
     Config, ContainerStatus, ExitRecord, MountConfig, Network, Record, State, new_id, parse_signal, signal_name,
 };

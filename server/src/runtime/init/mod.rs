@@ -220,7 +220,7 @@ fn become_and_exec(
         std::fs::create_dir_all(cwd)
             .map_err(|e| InitError::setup(format!("cannot create working directory {cwd}: {e}")))?;
     }
-    caps::limit(bundle.capabilities)?;
+    let keep = caps::limit_bounding(bundle.capabilities)?;
     let groups: Vec<nix::unistd::Gid> = who.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
     let (uid, gid) = (nix::unistd::Uid::from_raw(who.uid), nix::unistd::Gid::from_raw(who.gid));
@@ -232,6 +232,7 @@ fn become_and_exec(
     if [ids.real, ids.effective, ids.saved] != [uid; 3] || [gids.real, gids.effective, gids.saved] != [gid; 3] {
         return Err(InitError::setup(format!("the process did not become uid {uid} gid {gid}")));
     }
+    caps::set(keep, who.uid == 0)?;
     nix::unistd::chdir(Path::new(cwd))
         .map_err(|e| InitError::setup(format!("cannot enter working directory {cwd}: {e}")))?;
     // Nothing of the monitor's leaks past exec.
