@@ -31,6 +31,7 @@ fn main() {
         unknown_capability_names_are_refused_naming_them,
         privileged_containers_get_host_devices_every_capability_and_a_writable_proc_sys,
         a_read_only_root_refuses_writes_but_dev_and_mounts_stay_writable,
+        userns_auto_maps_container_root_to_its_own_unprivileged_host_range,
     ];
     run_suite(&args, trials, world, |w| &w.server);
 }
@@ -159,4 +160,119 @@ fn a_read_only_root_refuses_writes_but_dev_and_mounts_stay_writable(w: &World) -
     let out = w.server.cli_ok(&["run", "--rm", &w.image, "sh", "-c", "touch /x && echo writable"])?;
     ensure!(out == "writable\n", "without --read-only: {out:?}");
     Ok(())
+}
+
+/// Subordinate ids for the server's id user (`cm`) in /etc/subuid and /etc/subgid while it lives; the files
+/// are put back as they were when it is dropped.
+struct SubIds {
+    saved: Vec<(&'static str, Option<String>)>,
+}
+
+impl SubIds {
+    fn add(line: &str) -> Result<SubIds> {
+        let mut saved = Vec::new();
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            let before = std::fs::read_to_string(file).ok();
+            saved.push((file, before.clone()));
+            let mut text = before.unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(line);
+            text.push('\n');
+            std::fs::write(file, text)?;
+        }
+        Ok(SubIds { saved })
+    }
+}
+
+impl Drop for SubIds {
+    fn drop(&mut self) {
+        for (file, before) in &self.saved {
+            let _ = match before {
+                Some(text) => std::fs::write(file, text),
+                None => std::fs::remove_file(file),
+            };
+        }
+    }
+}
+
+fn userns_auto_maps_container_root_to_its_own_unprivileged_host_range(w: &World) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let without = w.server.cli(&["run", "--rm", "--userns", "auto", &w.image, "true"])?;
+    let no_ids = !std::fs::read_to_string("/etc/subuid").unwrap_or_default().lines().any(|l| l.starts_with("cm:"));
+    if no_ids {
+        ensure!(
+            without.status.code() == Some(125) && stderr(&without).contains("/etc/subuid"),
+            "without subordinate ids: {}",
+            summary(&without)
+        );
+    }
+    let (start, count) = (1_200_000_000u32, 2 * 65536u32);
+    let _ids = SubIds::add(&format!("cm:{start}:{count}"))?;
+    let data = tempfile::tempdir()?;
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o777))?;
+    let volume = format!("{}:/data", data.path().display());
+    let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; stat -c %u:%g /; touch /data/made; touch /etc/x";
+    let first = w.server.run_detached(&[
+        "--userns",
+        "auto",
+        "-v",
+        &volume,
+        &w.image,
+        "sh",
+        "-c",
+        &format!("{script}; sleep 30"),
+    ])?;
+    let second = w.server.run_detached(&["--userns", "auto", &w.image, "sleep", "30"])?;
+    let result = (|| -> Result<()> {
+        let out = eventually_output(w, &first)?;
+        let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+        ensure!(lines.len() >= 4, "{out:?}");
+        // Container ids 0-65535 are 65536 host ids from the range, neither identity nor root.
+        let (uid, gid) = (lines[0][1].parse::<u32>()?, lines[1][1].parse::<u32>()?);
+        ensure!(lines[0][0] == "0" && lines[0][2] == "65536" && lines[1][2] == "65536", "maps: {out:?}");
+        ensure!((start..start + count).contains(&uid) && (start..start + count).contains(&gid), "maps: {out:?}");
+        ensure!(lines[2] == ["0"] && lines[3] == ["0:0"], "root inside, and / is root's: {out:?}");
+        // What container root makes on a bind mount is the mapped host id's.
+        let made = std::fs::metadata(data.path().join("made"))?;
+        ensure!((made.uid(), made.gid()) == (uid, gid), "host owner {}:{} want {uid}:{gid}", made.uid(), made.gid());
+        // The image's files are untouched on the host (idmapped, not chowned); the upper dir is the mapped root's.
+        let upper = std::fs::metadata(w.server.container_dir(&first).join("upper/etc/x"))?;
+        ensure!(upper.uid() == uid, "a file made in the root is host uid {}", upper.uid());
+        // The second container has a range of its own.
+        let other = w.server.cli_ok(&["exec", &second, "cat", "/proc/self/uid_map"])?;
+        let other_uid: u32 = other.split_whitespace().nth(1).context("uid_map")?.parse()?;
+        ensure!(other_uid.abs_diff(uid) >= 65536, "overlapping ranges {uid} and {other_uid}");
+        // The host sees the container's processes as the mapped ids.
+        let pid = w.server.inspect(&second)?["State"]["Pid"].as_i64().context("pid")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let host_uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).context("Uid")?;
+        ensure!(host_uid.split_whitespace().all(|u| u == other_uid.to_string()), "host view: {host_uid}");
+        // Exec joins the user namespace too.
+        let exec = w.server.cli_ok(&["exec", &first, "sh", "-c", "id -u; cat /proc/self/uid_map"])?;
+        ensure!(exec.starts_with("0\n") && exec.contains(&uid.to_string()), "exec: {exec:?}");
+        // Removing the containers gives their ranges back: a new one starts where the first was.
+        w.server.cli_ok(&["rm", "-f", &first, &second])?;
+        let again = w.server.cli_ok(&["run", "--rm", "--userns", "auto", &w.image, "cat", "/proc/self/uid_map"])?;
+        let again_uid: u32 = again.split_whitespace().nth(1).context("uid_map")?.parse()?;
+        ensure!(again_uid == uid.min(other_uid), "after removal got {again_uid}, want {}", uid.min(other_uid));
+        for id in [&first, &second] {
+            let left = w.server.remains_of(id);
+            ensure!(left.is_empty(), "left of {id}: {left:?}");
+        }
+        Ok(())
+    })();
+    let _ = w.server.cli(&["rm", "-f", &first, &second]);
+    result
+}
+
+/// The logs of a detached container once its script printed its four lines.
+fn eventually_output(w: &World, id: &str) -> Result<String> {
+    let mut out = String::new();
+    eventually("the container's output", std::time::Duration::from_secs(10), || {
+        out = w.server.cli_ok(&["logs", id])?;
+        Ok(out.lines().count() >= 4)
+    })?;
+    Ok(out)
 }

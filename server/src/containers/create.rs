@@ -147,12 +147,25 @@ impl Containers {
             return Err(ContainerError::NameInUse(config.name.clone()));
         }
         let mut config = config;
+        if config.privileges.user_namespace == super::UserNamespace::Auto {
+            let used: Vec<super::IdMap> =
+                table.values().filter_map(|c| c.record.lock().unwrap().config.id_map).collect();
+            config.id_map =
+                Some(super::subids::allocate_map(&self.options.subid_user, &used).map_err(ContainerError::Invalid)?);
+        }
         config.address = network.allocate(&config.id)?;
         let dir = self.dir.join(&config.id);
         let record = Record { config, state: State::default() };
         let saved = ["upper", "work", "merged"]
             .iter()
             .try_for_each(|sub| std::fs::create_dir_all(dir.join(sub)))
+            // The root filesystem's own files (the upper dir) belong to the container's root.
+            .and_then(|()| match record.config.id_map {
+                Some(map) => ["upper", "work"]
+                    .iter()
+                    .try_for_each(|sub| std::os::unix::fs::chown(dir.join(sub), Some(map.uid), Some(map.gid))),
+                None => Ok(()),
+            })
             .and_then(|()| crate::store::write_json(&dir.join(record::RECORD_FILE), &record));
         if let Err(e) = saved {
             network.release(&record.config.id);

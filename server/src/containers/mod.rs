@@ -18,6 +18,7 @@ mod privileges;
 mod record;
 mod session;
 mod stats;
+mod subids;
 #[cfg(test)]
 mod tests;
 
@@ -43,7 +44,7 @@ pub use error::{ContainerError, no_nul};
 pub use exec::ExecRequest;
 pub use privileges::{Privileges, UserNamespace};
 pub use record::{
-    Config, ContainerStatus, ExitRecord, MountConfig, Network, Record, State, new_id, parse_signal, signal_name,
+    Config, ContainerStatus, ExitRecord, IdMap, MountConfig, Network, Record, State, new_id, parse_signal, signal_name,
 };
 pub use session::{InputBreak, SessionInput, SessionInputs, SessionOutput, SessionOutputs};
 pub use stats::Sample;
@@ -89,6 +90,9 @@ pub struct RuntimeOptions {
     pub networks: Networks,
     /// Rotation of the containers' output logs.
     pub log_limits: LogLimits,
+    /// The user whose subordinate ids (/etc/subuid, /etc/subgid) containers with their own user namespace
+    /// get their host ids from.
+    pub subid_user: String,
 }
 
 /// All containers of this server.

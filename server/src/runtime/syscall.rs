@@ -52,6 +52,8 @@ pub trait Syscall {
     fn mountinfo(&self) -> String;
     /// Sets the `lo` interface up in the current network namespace.
     fn loopback_up(&self) -> nix::Result<()>;
+    /// Attaches the detached mount `mount` (from fsmount or open_tree) at `target`.
+    fn move_mount(&self, mount: BorrowedFd<'_>, target: &Path) -> nix::Result<()>;
 }
 
 /// A device node of the host: its path below /dev, kind, permission bits and numbers.
@@ -172,6 +174,26 @@ impl Syscall for Linux {
 
     fn mountinfo(&self) -> String {
         std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+    }
+
+    fn move_mount(&self, mount: BorrowedFd<'_>, target: &Path) -> nix::Result<()> {
+        const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
+        let target = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| nix::Error::EINVAL)?;
+        // SAFETY: move_mount of a mount fd (empty path) onto a NUL-terminated target path.
+        let moved = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_move_mount,
+                mount.as_raw_fd(),
+                c"".as_ptr(),
+                nix::libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if moved < 0 {
+            return Err(nix::Error::last());
+        }
+        Ok(())
     }
 
     fn loopback_up(&self) -> nix::Result<()> {

@@ -33,6 +33,9 @@ pub struct ChildIo {
     pub stdio: ChildStdio,
     /// Write end, close-on-exec: the reason the container could not start.
     pub errors: OwnedFd,
+    /// The root filesystem, already built as a detached mount (user namespaces: see runtime::userns); None:
+    /// the init mounts the overlay itself.
+    pub rootfs: Option<OwnedFd>,
 }
 
 /// The container's stdio.
@@ -130,6 +133,11 @@ fn setup_and_exec<S: Syscall>(
     };
     // The cgroup namespace is made now, so its root is the container's cgroup, not the monitor's.
     sys.unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
+    // In its own user namespace (the monitor wrote the maps before the go-ahead) the init becomes that
+    // namespace's root, so what it makes (the /dev tmpfs's nodes, mount points) is the container root's.
+    if bundle.id_map.is_some() {
+        become_namespace_root()?;
+    }
 
     // 2. stdio, for pipes (a terminal comes once the container's /dev/pts exists).
     let devnull = open_devnull()?;
@@ -139,7 +147,7 @@ fn setup_and_exec<S: Syscall>(
     }
 
     // 3.-7. The root filesystem, the terminal inside it, pivot_root, masked and read-only paths.
-    rootfs::prepare(sys, bundle, |root| match &io.stdio {
+    rootfs::prepare(sys, bundle, io.rootfs.as_ref().map(|fd| fd.as_fd()), |root| match &io.stdio {
         ChildStdio::Console(socket) => console::attach(root, socket.as_fd(), tty_size),
         ChildStdio::Pipes { .. } => Ok(()),
     })?;
@@ -148,6 +156,13 @@ fn setup_and_exec<S: Syscall>(
     sys.sethostname(&bundle.hostname).map_err(setup_err("sethostname"))?;
     let process = &bundle.process;
     become_and_exec(bundle, &process.user, &process.cwd, &[], &process.args, true)
+}
+
+fn become_namespace_root() -> Result<(), InitError> {
+    let (uid, gid) = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+    nix::unistd::setresgid(gid, gid, gid).map_err(setup_err("setgid 0 in the user namespace"))?;
+    nix::unistd::setgroups(&[]).map_err(setup_err("setgroups in the user namespace"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(setup_err("setuid 0 in the user namespace"))
 }
 
 /// Runs in a child the monitor forked (already in the container's PID namespace) to exec a process in a
@@ -175,6 +190,9 @@ fn enter_and_exec<S: Syscall>(
         nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWCGROUP;
     if !bundle.host_network {
         flags |= nix::libc::CLONE_NEWNET;
+    }
+    if bundle.id_map.is_some() {
+        flags |= nix::libc::CLONE_NEWUSER;
     }
     // The pidfd enters all these namespaces at once; the mount namespace switch also moves our root and
     // cwd to the container's root.

@@ -38,6 +38,7 @@ const READ_ONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/
 pub fn prepare<S: Syscall>(
     sys: &S,
     bundle: &Bundle,
+    premounted: Option<BorrowedFd<'_>>,
     console: impl FnOnce(&OwnedFd) -> Result<(), InitError>,
 ) -> Result<(), InitError> {
     // Nothing we mount propagates back to the host.
@@ -48,16 +49,21 @@ pub fn prepare<S: Syscall>(
     }
 
     // The overlay root filesystem. Lower dirs are relative to the snapshots dir to keep options short.
+    // In a user namespace the monitor built it (over idmapped layers): it is only attached here.
     let rootfs = &bundle.rootfs;
-    sys.chdir(&rootfs.snapshots_dir).map_err(setup_err("enter the snapshots dir"))?;
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        rootfs.lower.join(":"),
-        rootfs.upper.display(),
-        rootfs.work.display()
-    );
-    sys.mount(Some(Path::new("overlay")), &rootfs.merged, Some("overlay"), MsFlags::empty(), Some(&options))
-        .map_err(setup_err("mount the overlay root filesystem"))?;
+    if let Some(mount) = premounted {
+        sys.move_mount(mount, &rootfs.merged).map_err(setup_err("attach the idmapped root filesystem"))?;
+    } else {
+        sys.chdir(&rootfs.snapshots_dir).map_err(setup_err("enter the snapshots dir"))?;
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            rootfs.lower.join(":"),
+            rootfs.upper.display(),
+            rootfs.work.display()
+        );
+        sys.mount(Some(Path::new("overlay")), &rootfs.merged, Some("overlay"), MsFlags::empty(), Some(&options))
+            .map_err(setup_err("mount the overlay root filesystem"))?;
+    }
     let root = rfs::open(&rootfs.merged, DIR_PATH | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open rootfs"))?;
 
     // Kernel filesystems and devices, every target resolved inside the root.
@@ -73,7 +79,7 @@ pub fn prepare<S: Syscall>(
     let sys_ro = if bundle.privileged { MsFlags::empty() } else { MsFlags::MS_RDONLY };
     mount_in(sys, &root, "sys", "sysfs", "sysfs", nodev_noexec | sys_ro, None)?;
     mount_cgroups(sys, &root, bundle.cgroup_v2, sys_ro)?;
-    make_devices(sys, &root, bundle.privileged)?;
+    make_devices(sys, &root, bundle.privileged, bundle.id_map.is_some())?;
     console(&root)?;
     for (source, target) in &bundle.etc_files {
         bind_file_in(sys, &root, source, target)?;
@@ -211,13 +217,19 @@ pub fn v1_hierarchies(mountinfo: &str) -> Vec<(String, String)> {
 
 /// Device nodes docker gives every container, and the usual /dev symlinks; a privileged container also gets
 /// every device node of the host's /dev (but its pts, shm and mqueue), with the host's modes.
-fn make_devices<S: Syscall>(sys: &S, root: &OwnedFd, privileged: bool) -> Result<(), InitError> {
+/// In a user namespace, where no device node can be made, the host's nodes are bind-mounted instead (as runc
+/// does).
+fn make_devices<S: Syscall>(sys: &S, root: &OwnedFd, privileged: bool, userns: bool) -> Result<(), InitError> {
     let dev = dir_in_root(root, "dev")?;
     let dev = rfs::openat(&dev, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(io_err("open /dev"))?;
     for (name, major, minor) in
         [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
     {
+        if userns {
+            bind_file_in(sys, root, Path::new(&format!("/dev/{name}")), &format!("/dev/{name}"))?;
+            continue;
+        }
         sys.mknod_char(dev.as_fd(), name, 0o666, major, minor).map_err(io_err(name))?;
     }
     for (name, target) in [

@@ -45,7 +45,7 @@ impl Setup {
     }
 
     fn run(&self) -> Result<Vec<Call>, InitError> {
-        prepare(&self.sys, &self.bundle, |_| {
+        prepare(&self.sys, &self.bundle, None, |_| {
             self.sys.step("console");
             Ok(())
         })?;
@@ -311,4 +311,23 @@ fn a_read_only_root_is_remounted_after_pivot_root_with_its_etc_files_and_workdir
     // Then the masked paths, as for any container.
     assert_eq!(calls[pivot + 4..], switch_and_mask()[4..]);
     assert!(s.merged().join("work/dir").is_dir());
+}
+
+#[test]
+fn in_a_user_namespace_the_premounted_root_is_attached_and_host_devices_are_bound() {
+    let mut s = Setup::new();
+    s.bundle.id_map = Some(crate::runtime::bundle::IdMap { uid: 100000, gid: 100000, size: 65536 });
+    let mount = std::fs::File::open(s.dir.path()).unwrap();
+    let calls = prepare(&s.sys, &s.bundle, Some(std::os::fd::AsFd::as_fd(&mount)), |_| Ok(())).map(|()| s.sys.calls());
+    let calls = calls.unwrap();
+    // No overlay mounted here: the monitor's idmapped one is moved onto the root.
+    assert_eq!(calls[2], Call::MoveMount("/".into()));
+    assert!(!calls.iter().any(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "overlay")));
+    // No device node can be made in a user namespace: the host's are bound over empty files.
+    assert!(!calls.iter().any(|c| matches!(c, Call::Mknod { .. })));
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let host = format!("/dev/{name}");
+        assert!(calls.contains(&m(Some(&host), &host, None, MsFlags::MS_BIND, None)), "{name}");
+        assert!(s.merged().join("dev").join(name).is_file(), "{name}");
+    }
 }

@@ -44,6 +44,8 @@ pub enum Call {
         name: String,
     },
     LoopbackUp,
+    /// A detached mount attached at the target.
+    MoveMount(String),
     /// Not a kernel call: a step a test hooked into the sequence (e.g. attaching the console).
     Step(&'static str),
 }
@@ -188,6 +190,11 @@ impl Syscall for Recorder {
 
     fn loopback_up(&self) -> nix::Result<()> {
         self.record(Call::LoopbackUp);
+        Ok(())
+    }
+
+    fn move_mount(&self, _mount: BorrowedFd<'_>, target: &Path) -> nix::Result<()> {
+        self.record(Call::MoveMount(self.show(target)));
         Ok(())
     }
 }
