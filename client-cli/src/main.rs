@@ -24,9 +24,12 @@ use commands::{
 #[derive(Parser, Debug)]
 #[command(name = "cm-client", version, about)]
 struct Cli {
-    /// cm-server address: unix:/path, unix:///path or tcp://host:port.
-    #[arg(long, global = true, env = "CM_HOST", value_name = "ADDR", default_value = cm_api::DEFAULT_ADDRESS)]
-    host: Address,
+    /// cm-server address: unix:/path, unix:///path or tcp://host:port (TCP needs the --tls-* options).
+    #[arg(long, global = true, env = "CM_HOST", value_name = "ADDR", default_value = cm_api::DEFAULT_ADDRESS,
+          value_parser = |s: &str| Address::parse(s).map(|_| s.to_string()))]
+    host: String,
+    #[command(flatten)]
+    tls: connect::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -134,7 +137,8 @@ fn main() {
 
 /// Connects and runs the command; returns its exit code.
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let mut client = connect::connect(&cli.host).await?;
+    let address: Address = cli.host.parse().map_err(|e| anyhow::anyhow!("--host: {e}"))?;
+    let mut client = connect::connect(&address, &cli.host, &cli.tls).await?;
     match cli.command {
         Command::Run(args) => run::run(&mut client, args).await,
         Command::Create(args) => create::create(&mut client, args).await,

@@ -7,6 +7,9 @@ pub(crate) mod clock;
 pub(crate) mod containers;
 pub(crate) mod events;
 pub(crate) mod fsroot;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod image;
 pub(crate) mod listen;
 pub(crate) mod network;
@@ -19,7 +22,7 @@ pub use cgroups::{Limits, parse_cpus, parse_memory};
 pub use containers::{Containers, RuntimeOptions};
 pub use events::Events;
 pub use image::{ImageStore, RegistryOptions};
-pub use listen::{Listener, bind, unix_incoming};
+pub use listen::{Listener, TlsFiles, bind, check_address, unix_incoming};
 pub use network::Ipv4Net;
 pub use network::driver::BRIDGE;
 pub use network::pod::{PodNetwork, PodNetworkRequest, PodNetworkStatus, PodPortMapping};

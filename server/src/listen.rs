@@ -1,8 +1,10 @@
 //! Listening sockets: unix sockets (mode 0660, root-owned, optional group; a stale socket file is replaced,
-//! a live server on it is refused) and TCP on loopback. Unix connections go through [`UnixAuthority`], so
-//! clients that send the socket path as `:authority` (grpcio, grpc-java) are served.
+//! a live server on it is refused) and TCP, only with TLS and client certificates ([`tls`]). Unix connections
+//! go through [`UnixAuthority`], so clients that send the socket path as `:authority` (grpcio, grpc-java) are
+//! served.
 
 mod authority;
+mod tls;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use authority::UnixAuthority;
+pub use tls::TlsFiles;
 
 /// A bound listener.
 pub enum Listener {
@@ -21,17 +24,26 @@ pub enum Listener {
     Tcp(TcpListener),
 }
 
-/// Binds `address`. `group` is the group the unix socket is shared with.
-pub async fn bind(address: &Address, group: Option<&str>) -> anyhow::Result<Listener> {
+/// Refuses TCP addresses unless the server has TLS (`tls`): checked for every address before any is bound.
+pub fn check_address(address: &Address, tls: bool) -> anyhow::Result<()> {
+    if matches!(address, Address::Tcp(_)) && !tls {
+        bail!(
+            "refusing to listen on {address} without TLS: whoever reaches a TCP port (any local user, a container \
+             with --network host, even on loopback) would control cm-server, which is root on this host. Give \
+             --tls-cert, --tls-key and --tls-ca (clients then need a certificate signed by that CA), or use a \
+             unix socket"
+        );
+    }
+    Ok(())
+}
+
+/// Binds `address` (TCP only with `tls`, see [`check_address`]). `group` is the group the unix socket is
+/// shared with.
+pub async fn bind(address: &Address, group: Option<&str>, tls: bool) -> anyhow::Result<Listener> {
+    check_address(address, tls)?;
     match address {
         Address::Unix(path) => bind_unix(path, group).map(|l| Listener::Unix(l, path.clone())),
         Address::Tcp(addr) => {
-            if !address.is_local() {
-                bail!(
-                    "refusing to listen on {address}: the API has no authentication yet, so TCP is only \
-                     allowed on loopback addresses (e.g. tcp://127.0.0.1:7070); use a unix socket otherwise"
-                );
-            }
             let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {address}"))?;
             Ok(Listener::Tcp(listener))
         }

@@ -10,19 +10,43 @@ use cm_api::Address;
 use cm_api::v1::container_service_server::ContainerServiceServer;
 use cm_server::{
     BRIDGE, BridgeNetwork, ContainerApi, Containers, Events, ImageStore, Ipv4Net, Limits, Listener, LogLimits,
-    NetworkOptions, Networks, RegistryOptions, RuntimeOptions, bind, parse_cpus, parse_memory, unix_incoming,
+    NetworkOptions, Networks, RegistryOptions, RuntimeOptions, TlsFiles, bind, check_address, parse_cpus, parse_memory,
+    unix_incoming,
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 /// The cm container manager daemon.
 #[derive(Parser, Debug)]
 #[command(name = "cm-server", version, about)]
 struct Args {
-    /// Address to serve on: unix:/path, unix:///path or tcp://127.0.0.1:PORT (repeatable).
+    /// Address to serve on: unix:/path, unix:///path or tcp://HOST:PORT (repeatable). TCP needs --tls-cert,
+    /// --tls-key and --tls-ca: every TCP client must present a certificate signed by that CA.
     #[arg(long = "listen", value_name = "ADDR", default_value = cm_api::DEFAULT_ADDRESS)]
     listen: Vec<Address>,
+    /// PEM certificate (chain) the server presents on TCP listeners.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): TCP clients must present a certificate signed by one of them.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Largest gRPC message a client may send, e.g. 4m (at least 2m: a stdin frame carries up to 1 MiB).
+    #[arg(long, value_name = "SIZE", default_value = "4m", value_parser = parse_request_size)]
+    max_request_size: u64,
+    /// Concurrent HTTP/2 streams (calls) a client connection may open; more wait for one to end.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams_per_connection: u32,
+    /// Requests being started at once on one connection before further ones are refused (UNAVAILABLE).
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending_per_connection: u32,
+    /// Requests being started at once over all connections before further ones are refused (UNAVAILABLE).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending_requests: u32,
     /// Group allowed to use the unix sockets (they are root:GROUP, mode 0660).
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
@@ -73,6 +97,8 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // One crypto provider for the whole process (TLS listeners); other dependencies may enable a second one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|e| {
         eprintln!("cm-server: bad --log-level {:?}: {e}", args.log_level);
         std::process::exit(2)
@@ -88,24 +114,37 @@ async fn main() {
     }
 }
 
+fn parse_request_size(s: &str) -> Result<u64, String> {
+    let size = parse_memory(s)?;
+    if size < 2 << 20 {
+        return Err(format!("{s} is too small: at least 2m (a stdin frame carries up to 1 MiB)"));
+    }
+    Ok(size.min(u64::from(u32::MAX)))
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
     // Addresses first: a server that cannot take them changes nothing (no bridge, no rules, no state).
+    let tls = TlsFiles::from_flags(args.tls_cert.clone(), args.tls_key.clone(), args.tls_ca.clone())?;
+    for address in &args.listen {
+        check_address(address, tls.is_some())?;
+    }
+    let tls = tls.map(|files| files.server_config()).transpose()?;
     let mut listeners = Vec::new();
     for address in &args.listen {
-        listeners.push((address.clone(), bind(address, args.group.as_deref()).await?));
+        listeners.push((address.clone(), bind(address, args.group.as_deref(), tls.is_some()).await?));
     }
     let sockets: Vec<PathBuf> = listeners
         .iter()
         .filter_map(|(_, l)| if let Listener::Unix(_, path) = l { Some(path.clone()) } else { None })
         .collect();
-    let result = serve_on(args, listeners).await;
+    let result = serve_on(args, listeners, tls).await;
     for path in sockets {
         let _ = std::fs::remove_file(path);
     }
     result
 }
 
-async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Result<()> {
+async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>, tls: Option<ServerTlsConfig>) -> anyhow::Result<()> {
     let images_root = args.root.join("images");
     let images = tokio::task::spawn_blocking(move || ImageStore::open(&images_root))
         .await?
@@ -146,7 +185,8 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Re
         tracing::info!(reclaimed, "removed content left by an interrupted pull");
     }
     let api = ContainerApi::new(images, RegistryOptions { insecure: args.insecure_registry.clone() }, containers);
-    let api = ContainerServiceServer::new(api);
+    let max_request = args.max_request_size as usize;
+    let api = ContainerServiceServer::new(api).max_decoding_message_size(max_request);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ContainerServiceServer<ContainerApi>>().await;
@@ -158,11 +198,28 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Re
         .register_encoded_file_descriptor_set(cm_api::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let router = Server::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(api);
+    // Request limits, the same on every listener: HTTP/2 streams per connection, requests being started per
+    // connection and over all of them (refused with UNAVAILABLE beyond, not queued), message size (above).
+    let pending = Arc::new(tokio::sync::Semaphore::new(args.max_pending_requests as usize));
+    let builder = || {
+        Server::builder()
+            .max_concurrent_streams(args.max_streams_per_connection)
+            .concurrency_limit_per_connection(args.max_pending_per_connection as usize)
+            .load_shed(true)
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(pending.clone()))
+    };
+    let routes = |mut builder: Server<_>| {
+        builder
+            .add_service(health_service.clone())
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone())
+            .add_service(api.clone())
+    };
+    let router = routes(builder());
+    let tls_router = match tls {
+        Some(config) => Some(routes(builder().tls_config(config).context("TLS configuration")?)),
+        None => None,
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -177,6 +234,8 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Re
                 servers.spawn(router.serve_with_incoming_shutdown(unix_incoming(l), shutdown));
             }
             Listener::Tcp(l) => {
+                // bind() refuses TCP without TLS.
+                let Some(router) = tls_router.clone() else { anyhow::bail!("{address} has no TLS configuration") };
                 servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown));
             }
         }

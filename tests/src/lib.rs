@@ -9,11 +9,13 @@
 //! - [`pty`]: a pseudo-terminal to drive a command (cm-client -it) as a person at a terminal would.
 //! - [`harness`]: what every suite shares: the [`harness::TestServer`], bounded waits, [`harness::run_suite`]
 //!   and its leave-nothing-behind check.
+//! - [`certs`]: certificates for the TLS tests (a CA, server and client certificates, a second CA).
 //! - [`bench`]: statistics and report text for the benchmarks in bench/ (the `cm-bench` binary).
 
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod certs;
 pub mod fixtures;
 pub mod harness;
 pub mod image;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use cm_e2e::certs::Certs;
 use cm_e2e::harness::{TestServer, bounded, run_suite, stderr, stdout, summary};
 use cm_e2e::trials;
 use cm_e2e::{Registry, fixtures, push_image};
@@ -23,8 +24,9 @@ struct World {
     _registry: Registry,
     server: TestServer,
     image: String,
-    /// The server's TCP address (loopback), beside its unix socket.
+    /// The server's TCP address (loopback, TLS with client certificates), beside its unix socket.
     tcp: String,
+    certs: Certs,
 }
 
 fn setup() -> Result<World> {
@@ -33,9 +35,13 @@ fn setup() -> Result<World> {
     let image = format!("{}/test/busybox:latest", registry.addr());
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let tcp = format!("127.0.0.1:{port}");
-    let server = TestServer::start(&["--listen", &format!("tcp://{tcp}")])?;
+    let certs = Certs::make()?;
+    let file = |name: &str| certs.path(name).display().to_string();
+    let listen = format!("tcp://{tcp}");
+    let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+    let server = TestServer::start(&["--listen", &listen, "--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &ca])?;
     server.cli_ok(&["pull", &image])?;
-    Ok(World { _registry: registry, server, image, tcp })
+    Ok(World { _registry: registry, server, image, tcp, certs })
 }
 
 fn main() {
@@ -141,12 +147,16 @@ fn the_python_and_go_quickstart_examples_run_a_container(w: &World) -> Result<()
 }
 
 /// Only grpcio and the generated stubs (clients/python/src on the path), default channel options: a unary
-/// call, a server stream and a bidirectional Exec on both unix target forms. Over TCP the same :authority
-/// that grpcio sends on the socket is still refused, and the default one is served.
+/// call, a server stream and a bidirectional Exec on both unix target forms. Over TCP (TLS with a client
+/// certificate) the same :authority that grpcio sends on the socket is still refused, and the default one is
+/// served; without a client certificate nothing is. The package's Client does TLS with the same files.
 const STOCK_GRPCIO: &str = r#"
-import sys, grpc
+import os, sys, grpc
+import cm
 from cm.v1 import cm_pb2 as pb, cm_pb2_grpc as rpc
-socket, tcp, image = sys.argv[1:]
+socket, tcp, image, certs = sys.argv[1:]
+read = lambda name: open(os.path.join(certs, name), "rb").read()
+tls = grpc.ssl_channel_credentials(read("ca.pem"), read("client.key"), read("client.pem"))
 for target in ["unix:" + socket, "unix://" + socket]:
     with grpc.insecure_channel(target) as channel:
         stub = rpc.ContainerServiceStub(channel)
@@ -159,11 +169,28 @@ for target in ["unix:" + socket, "unix://" + socket]:
         out = b"".join(r.stdout for r in stub.Exec(iter(frames), timeout=10))
         stub.Remove(pb.RemoveRequest(container=box, force=True), timeout=10)
         print(target, "ok", out)
-with grpc.insecure_channel(tcp) as channel:
+with grpc.secure_channel(tcp, tls) as channel:
     rpc.ContainerServiceStub(channel).ListImages(pb.ListImagesRequest(), timeout=10)
     print("tcp ok")
-options = [("grpc.default_authority", socket.lstrip("/").replace("/", "%2F"))]
-with grpc.insecure_channel(tcp, options=options) as channel:
+for name, credentials in [("no client certificate", grpc.ssl_channel_credentials(read("ca.pem"))),
+                          ("another CA's certificate", grpc.ssl_channel_credentials(read("ca.pem"), read("other.key"), read("other.pem")))]:
+    with grpc.secure_channel(tcp, credentials) as channel:
+        try:
+            rpc.ContainerServiceStub(channel).ListImages(pb.ListImagesRequest(), timeout=10)
+            print("tcp served", name)
+        except grpc.RpcError as e:
+            print("tcp refused", name)
+with grpc.insecure_channel(tcp) as channel:
+    try:
+        rpc.ContainerServiceStub(channel).ListImages(pb.ListImagesRequest(), timeout=10)
+        print("tcp served plaintext")
+    except grpc.RpcError as e:
+        print("tcp refused plaintext")
+client = cm.Client("tcp://" + tcp, tls_ca_cert=os.path.join(certs, "ca.pem"),
+                   tls_client_cert=os.path.join(certs, "client.pem"), tls_client_key=os.path.join(certs, "client.key"))
+print("package tls", client.ping())
+options = [("grpc.default_authority", socket.lstrip("/").replace("/", "%2F")), ("grpc.ssl_target_name_override", "localhost")]
+with grpc.secure_channel(tcp, tls, options=options) as channel:
     try:
         rpc.ContainerServiceStub(channel).ListImages(pb.ListImagesRequest(), timeout=10)
         print("tcp took a bad authority")
@@ -173,7 +200,7 @@ with grpc.insecure_channel(tcp, options=options) as channel:
 
 fn a_stock_grpcio_channel_with_no_options_works_on_the_unix_socket_and_tcp_stays_strict(w: &World) -> Result<()> {
     let mut python = Command::new("python3");
-    python.args(["-c", STOCK_GRPCIO]).arg(w.server.socket()).arg(&w.tcp).arg(&w.image);
+    python.args(["-c", STOCK_GRPCIO]).arg(w.server.socket()).arg(&w.tcp).arg(&w.image).arg(w.certs.path(""));
     python.env("PYTHONPATH", repo().join("clients/python/src"));
     let out = run_ok(w, python, "a stock grpcio client (scripts/install-deps installs grpcio)")?;
     let socket = w.server.socket().display().to_string();
@@ -181,6 +208,10 @@ fn a_stock_grpcio_channel_with_no_options_works_on_the_unix_socket_and_tcp_stays
         format!("unix:{socket} ok b'bidi\\n'"),
         format!("unix://{socket} ok b'bidi\\n'"),
         "tcp ok".to_string(),
+        "tcp refused no client certificate".to_string(),
+        "tcp refused another CA's certificate".to_string(),
+        "tcp refused plaintext".to_string(),
+        "package tls True".to_string(),
         "tcp refused INTERNAL".to_string(),
     ] {
         ensure!(out.contains(&line), "expected {line:?} in:\n{out}");

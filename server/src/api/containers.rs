@@ -5,6 +5,7 @@ use std::sync::Arc;
 use cm_api::v1 as pb;
 use tonic::{Status, Streaming};
 
+use super::bounds::Bounded;
 use super::session::{ClientFrame, inputs, outputs};
 use super::{RpcStream, timestamp};
 use crate::cgroups::Limits;
@@ -211,6 +212,7 @@ pub async fn attach(
     let Some(Frame::Start(start)) = first else {
         return Err(Status::invalid_argument("the first Attach message must be a start frame naming the container"));
     };
+    start.check_bounds()?;
     let request = AttachRequest {
         container: start.container,
         start: start.start,

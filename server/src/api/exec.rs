@@ -6,6 +6,7 @@ use cm_api::v1 as pb;
 use tonic::{Status, Streaming};
 
 use super::RpcStream;
+use super::bounds::Bounded;
 use super::containers::exit_to_proto;
 use super::session::{ClientFrame, inputs, outputs};
 use crate::containers::{Containers, ExecRequest, SessionOutput};
@@ -30,6 +31,7 @@ pub async fn exec(
     let Some(Frame::Start(start)) = first else {
         return Err(Status::invalid_argument("the first Exec message must be a start frame"));
     };
+    start.check_bounds()?;
     let size = start.tty_size.unwrap_or_default();
     let request = ExecRequest {
         container: start.container,

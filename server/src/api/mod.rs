@@ -1,6 +1,7 @@
 //! The tonic service: validate requests, call the domain, map results and errors to the cm.v1 contract.
 //! Thin by design: no Linux work happens here.
 
+mod bounds;
 mod containers;
 mod events;
 mod exec;
@@ -20,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::containers::{Containers, DEFAULT_STOP_TIMEOUT};
 use crate::image::{ImageStore, RegistryOptions};
+use bounds::Bounded;
 
 /// Server-side state shared by every call.
 pub struct ContainerApi {
@@ -57,6 +59,7 @@ impl ContainerService for ContainerApi {
         &self,
         request: Request<pb::PullImageRequest>,
     ) -> Result<Response<Self::PullImageStream>, Status> {
+        request.get_ref().check_bounds()?;
         images::pull(self.images.clone(), &self.registry, request.into_inner(), self.containers.events().clone())
     }
 
@@ -72,6 +75,7 @@ impl ContainerService for ContainerApi {
         &self,
         request: Request<pb::InspectImageRequest>,
     ) -> Result<Response<pb::InspectImageResponse>, Status> {
+        request.get_ref().check_bounds()?;
         images::inspect(&self.images, &request.into_inner().image).map(Response::new)
     }
 
@@ -79,6 +83,7 @@ impl ContainerService for ContainerApi {
         &self,
         request: Request<pb::RemoveImageRequest>,
     ) -> Result<Response<pb::RemoveImageResponse>, Status> {
+        request.get_ref().check_bounds()?;
         let request = request.into_inner();
         if request.image.trim().is_empty() {
             return Err(Status::invalid_argument("RemoveImage needs an image reference or id"));
@@ -92,18 +97,21 @@ impl ContainerService for ContainerApi {
     }
 
     async fn create(&self, request: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
+        request.get_ref().check_bounds()?;
         let spec = containers::create_spec(request.into_inner().spec)?;
         let c = self.containers.create(spec)?;
         Ok(Response::new(pb::CreateResponse { id: c.id.clone() }))
     }
 
     async fn start(&self, request: Request<pb::StartRequest>) -> Result<Response<pb::StartResponse>, Status> {
+        request.get_ref().check_bounds()?;
         let c = self.containers.get(&request.into_inner().container)?;
         self.containers.start(&c, None).await?;
         Ok(Response::new(pb::StartResponse {}))
     }
 
     async fn run(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::RunResponse>, Status> {
+        request.get_ref().check_bounds()?;
         let spec = containers::create_spec(request.into_inner().spec)?;
         let c = self.containers.run(spec).await?;
         Ok(Response::new(pb::RunResponse { id: c.id.clone() }))
@@ -121,6 +129,7 @@ impl ContainerService for ContainerApi {
     }
 
     async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
+        request.get_ref().check_bounds()?;
         let request = request.into_inner();
         let c = self.containers.get(&request.container)?;
         if !request.exec_id.is_empty() {
@@ -132,6 +141,7 @@ impl ContainerService for ContainerApi {
     }
 
     async fn stop(&self, request: Request<pb::StopRequest>) -> Result<Response<pb::StopResponse>, Status> {
+        request.get_ref().check_bounds()?;
         let request = request.into_inner();
         let c = self.containers.get(&request.container)?;
         let timeout = match request.timeout {
@@ -146,6 +156,7 @@ impl ContainerService for ContainerApi {
     }
 
     async fn kill(&self, request: Request<pb::KillRequest>) -> Result<Response<pb::KillResponse>, Status> {
+        request.get_ref().check_bounds()?;
         let request = request.into_inner();
         let c = self.containers.get(&request.container)?;
         let signal = if request.signal.is_empty() { "SIGKILL" } else { request.signal.as_str() };
@@ -158,6 +169,7 @@ impl ContainerService for ContainerApi {
     }
 
     async fn remove(&self, request: Request<pb::RemoveRequest>) -> Result<Response<pb::RemoveResponse>, Status> {
+        request.get_ref().check_bounds()?;
         let request = request.into_inner();
         let c = self.containers.get(&request.container)?;
         self.containers.remove(&c, request.force).await?;
@@ -177,19 +189,23 @@ impl ContainerService for ContainerApi {
     }
 
     async fn inspect(&self, request: Request<pb::InspectRequest>) -> Result<Response<pb::InspectResponse>, Status> {
+        request.get_ref().check_bounds()?;
         let c = self.containers.get(&request.into_inner().container)?;
         Ok(Response::new(pb::InspectResponse { container: Some(containers::to_proto(&c)) }))
     }
 
     async fn logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        request.get_ref().check_bounds()?;
         logs::logs(self.containers.clone(), request.into_inner()).map(Response::new)
     }
 
     async fn stats(&self, request: Request<pb::StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {
+        request.get_ref().check_bounds()?;
         stats::stats(self.containers.clone(), request.into_inner()).await.map(Response::new)
     }
 
     async fn events(&self, request: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        request.get_ref().check_bounds()?;
         events::events(self.containers.events(), request.into_inner()).map(Response::new)
     }
 }

@@ -6,6 +6,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::RpcStream;
+use super::bounds::signal_frame;
 use crate::containers::{InputBreak, SessionInput, SessionInputs, SessionOutput, SessionOutputs};
 
 /// A client frame of either stream: the start frame, a session input, or a frame that says nothing.
@@ -44,21 +45,38 @@ impl From<Option<cm_api::v1::exec_request::Frame>> for ClientFrame {
 }
 
 /// The client frames after the start frame as session inputs. A broken stream is a cancel; a second start
-/// frame breaks the protocol.
+/// frame, a signal frame past its bound or a message larger than the server takes (tonic's decoder refuses it
+/// with OUT_OF_RANGE) breaks the protocol.
 pub fn inputs<T: Send + 'static>(requests: Streaming<T>, frame_of: fn(T) -> ClientFrame) -> SessionInputs {
     requests
         .filter_map(move |message| {
             let input = match message.map(frame_of) {
+                Ok(ClientFrame::Input(SessionInput::Signal(s))) if signal_frame(&s).is_err() => {
+                    signal_frame(&s).err().map(|e| Err(InputBreak::Invalid(e)))
+                }
                 Ok(ClientFrame::Input(input)) => Some(Ok(input)),
                 Ok(ClientFrame::Nothing) => None,
                 Ok(ClientFrame::Start) => {
                     Some(Err(InputBreak::Invalid("only the first message may be a start frame".into())))
                 }
-                Err(_) => Some(Err(InputBreak::Cancelled)),
+                Err(status) => Some(Err(stream_break(&status))),
             };
             std::future::ready(input)
         })
         .boxed()
+}
+
+/// Why a client stream broke: a message the decoder refused (too large, not protobuf) is the client's error;
+/// anything else (a reset, a dropped connection, a deadline) is a cancel.
+fn stream_break(status: &Status) -> InputBreak {
+    match status.code() {
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal
+            if !status.message().contains("h2 protocol error") =>
+        {
+            InputBreak::Invalid(format!("a client message was refused: {}", status.message()))
+        }
+        _ => InputBreak::Cancelled,
+    }
 }
 
 /// A session's outputs as a response stream.

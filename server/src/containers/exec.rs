@@ -148,7 +148,19 @@ impl Containers {
         let events = self.events.clone();
         tokio::spawn(async move {
             loop {
-                let out = match reader.next().await {
+                // A client that goes away while the process is silent (a deadline after its half-close) is
+                // seen here: the response stream was dropped.
+                let next = tokio::select! {
+                    next = reader.next() => next,
+                    () = tx.closed() => {
+                        if kill_on_cancel {
+                            let _ = to_monitor.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
+                        }
+                        input.abort();
+                        return;
+                    }
+                };
+                let out = match next {
                     Ok(Some(FromMonitor::Stdout(d))) => SessionOutput::Stdout(d),
                     Ok(Some(FromMonitor::Stderr(d))) => SessionOutput::Stderr(d),
                     Ok(Some(FromMonitor::Exit(e))) => {

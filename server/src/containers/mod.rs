@@ -46,7 +46,7 @@ pub use privileges::{Privileges, UserNamespace};
 pub use record::{
     Config, ContainerStatus, ExitRecord, IdMap, MountConfig, Network, Record, State, new_id, parse_signal, signal_name,
 };
-pub use session::{InputBreak, SessionInput, SessionInputs, SessionOutput, SessionOutputs};
+pub use session::{InputBreak, MAX_STDIN_FRAME, SessionInput, SessionInputs, SessionOutput, SessionOutputs};
 pub use stats::Sample;
 
 /// One container, shared by the calls that use it.

@@ -5,7 +5,7 @@ pub mod manifest;
 pub mod pull;
 pub mod reference;
 pub mod store;
-mod unpack;
+pub(crate) mod unpack;
 
 pub use error::ImageError;
 pub use pull::{Phase, Pull, PullEvent, RegistryOptions};

@@ -7,8 +7,9 @@
 
 use super::bundle::{ExecSpec, ExitInfo};
 
-/// Largest payload accepted.
-pub const MAX_FRAME: usize = 1 << 20;
+/// Largest payload accepted, and sent: an Exec carries up to 1 MiB of arguments and environment (the API's
+/// bound, api/bounds.rs), which JSON escaping can grow sixfold.
+pub const MAX_FRAME: usize = 8 << 20;
 
 /// Server to monitor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,17 @@ fn json_frame(kind: u8, value: &impl serde::Serialize) -> std::io::Result<Vec<u8
     Ok(frame(kind, &payload))
 }
 
+fn json_frame_checked(kind: u8, value: &impl serde::Serialize) -> std::io::Result<Vec<u8>> {
+    let frame = json_frame(kind, value)?;
+    if frame.len() - 5 > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("frame {kind} of {} bytes is larger than the monitor takes ({MAX_FRAME})", frame.len() - 5),
+        ));
+    }
+    Ok(frame)
+}
+
 fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + payload.len());
     out.push(kind);
@@ -90,7 +102,7 @@ impl ToMonitor {
             ToMonitor::CloseStdin => frame(4, &[]),
             ToMonitor::Resize { rows, cols } => frame(5, &size_payload(*rows, *cols)),
             ToMonitor::Signal(sig) => frame(6, &sig.to_be_bytes()),
-            ToMonitor::Exec(spec) => json_frame(7, spec)?,
+            ToMonitor::Exec(spec) => json_frame_checked(7, spec)?,
             ToMonitor::SignalExec { exec_id, signal } => {
                 let mut p = signal.to_be_bytes().to_vec();
                 p.extend_from_slice(exec_id.as_bytes());

@@ -46,6 +46,32 @@ fn group_entries(group: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     })
 }
 
+/// Largest /etc/passwd or /etc/group read: a real one is a few KiB, a hostile one may be endless.
+pub const MAX_DB_FILE: u64 = 4 << 20;
+
+/// Reads the image's /etc/passwd or /etc/group (`path`) as data: "" when it is missing; an error naming the
+/// file when it is not a regular file (a symlink to /dev/zero, a FIFO) or larger than [`MAX_DB_FILE`].
+pub fn read_db(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so a FIFO cannot hang the open; its type is checked before anything is read.
+    let file = match std::fs::File::options().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(format!("cannot open the image's {path}: {e}")),
+    };
+    let meta = file.metadata().map_err(|e| format!("cannot stat the image's {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("the image's {path} is not a regular file"));
+    }
+    let mut data = Vec::new();
+    file.take(MAX_DB_FILE + 1).read_to_end(&mut data).map_err(|e| format!("cannot read the image's {path}: {e}"))?;
+    if data.len() as u64 > MAX_DB_FILE {
+        return Err(format!("the image's {path} is larger than {MAX_DB_FILE} bytes"));
+    }
+    Ok(String::from_utf8_lossy(&data).into_owned())
+}
+
 /// The id that means "no change" to setresuid and setresgid (uint32 -1): a container asking for it would keep
 /// running as root, so it is never a container's uid or gid.
 pub const NO_ID: u32 = u32::MAX;
@@ -158,6 +184,23 @@ mod tests {
         assert!(resolve("evil", passwd, "").unwrap_err().contains("out of range"));
         assert!(resolve("lazy", passwd, "").unwrap_err().contains("out of range"));
         assert!(resolve("lazy:0", passwd, group).unwrap_err().contains("out of range"), "a supplementary group");
+    }
+
+    #[test]
+    fn the_files_are_read_with_a_bound_and_only_when_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        assert_eq!(read_db(&path("missing")).unwrap(), "");
+        std::fs::write(path("passwd"), PASSWD).unwrap();
+        assert_eq!(read_db(&path("passwd")).unwrap(), PASSWD);
+        std::os::unix::fs::symlink("/dev/zero", path("zero")).unwrap();
+        assert!(read_db(&path("zero")).unwrap_err().contains("is not a regular file"));
+        nix::unistd::mkfifo(dir.path().join("fifo").as_path(), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap();
+        assert!(read_db(&path("fifo")).unwrap_err().contains("is not a regular file"));
+        let big = std::fs::File::create(path("big")).unwrap();
+        big.set_len(MAX_DB_FILE + 1).unwrap();
+        assert!(read_db(&path("big")).unwrap_err().contains("larger than"));
     }
 
     #[test]

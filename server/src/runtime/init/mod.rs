@@ -225,8 +225,8 @@ fn become_and_exec(
     args: &[String],
     create_cwd: bool,
 ) -> Result<Never, InitError> {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let passwd = user::read_db("/etc/passwd").map_err(InitError::setup)?;
+    let group = user::read_db("/etc/group").map_err(InitError::setup)?;
     let who = user::resolve(user_spec, &passwd, &group).map_err(InitError::setup)?;
     let mut env = command::process_env(bundle, &who.home);
     command::overlay_env(&mut env, extra_env);

@@ -254,6 +254,11 @@ impl Monitor {
                 watched.push((Slot::Client(c.id), c.stream.as_fd(), read));
             }
         }
+        // A connection that half-closed is watched for its hang-up only (poll always reports POLLHUP): one that
+        // is gone entirely is dropped, so every ended session gives its descriptor back.
+        for c in self.clients.iter().filter(|c| c.input_closed) {
+            watched.push((Slot::Client(c.id), c.stream.as_fd(), PollFlags::empty()));
+        }
         let slots: Vec<Slot> = watched.iter().map(|w| w.0).collect();
         let mut pollfds: Vec<PollFd> = watched.iter().map(|(_, fd, flags)| PollFd::new(*fd, *flags)).collect();
         match poll(&mut pollfds, PollTimeout::NONE) {
@@ -360,6 +365,10 @@ impl Monitor {
     /// is gone or broke the protocol.
     fn serve_client(&mut self, id: u64) -> bool {
         let Some(i) = self.clients.iter().position(|c| c.id == id) else { return true };
+        if self.clients[i].input_closed {
+            // Only a hang-up (or an error) wakes a half-closed connection: the peer is gone.
+            return false;
+        }
         let mut buf = [0u8; 64 << 10];
         let n = match io::Read::read(&mut self.clients[i].stream, &mut buf) {
             Ok(0) => {
