@@ -29,6 +29,24 @@ impl From<Network> for pb::NetworkMode {
     }
 }
 
+/// `--userns`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Userns {
+    /// The host's user namespace (container root is host root).
+    Host,
+    /// Its own: container root is an unprivileged host id from the server's subordinate ids.
+    Auto,
+}
+
+impl From<Userns> for pb::UserNamespaceMode {
+    fn from(userns: Userns) -> Self {
+        match userns {
+            Userns::Host => pb::UserNamespaceMode::Host,
+            Userns::Auto => pb::UserNamespaceMode::Auto,
+        }
+    }
+}
+
 /// The ports one `--publish` flag stands for (more than one for a range).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Published(pub Vec<pb::PortMapping>);

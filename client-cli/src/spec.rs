@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use cm_api::v1 as pb;
 
-use crate::parse::{self, Network, Published};
+use crate::parse::{self, Network, Published, Userns};
 
 /// The flags that shape a process, shared by `run`, `create` and `exec` (flattened into each; `exec` rewords the
 /// help of -u and -w, whose defaults are the container's there).
@@ -86,6 +86,21 @@ pub struct ContainerOptions {
     /// format, read here; default: docker's profile), no-new-privileges.
     #[arg(long, value_name = "OPTION")]
     pub security_opt: Vec<String>,
+    /// Add a capability to the default set (NET_ADMIN, CAP_NET_ADMIN, ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the default set (ALL drops every one but those added).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Every capability and host device, writable /sys and /proc/sys, nothing masked.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// User namespace: host, or auto (its own range of unprivileged host ids).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub userns: Option<Userns>,
     /// Image reference or id, then the command and its arguments, which override the image's Cmd (everything
     /// after IMAGE is the command's, flags included).
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_names = ["IMAGE", "COMMAND"])]
@@ -128,6 +143,11 @@ pub fn build(o: ContainerOptions, lookup: impl Fn(&str) -> Option<String>) -> an
         labels: o.label.into_iter().collect::<HashMap<_, _>>(),
         stop_signal: o.stop_signal.unwrap_or_default(),
         security: Some(security),
+        cap_add: o.cap_add,
+        cap_drop: o.cap_drop,
+        privileged: o.privileged,
+        read_only_rootfs: o.read_only,
+        userns: o.userns.map_or(pb::UserNamespaceMode::Unspecified, pb::UserNamespaceMode::from).into(),
     })
 }
 
@@ -239,6 +259,15 @@ mod tests {
             "flag",
             "--stop-signal",
             "SIGINT",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "kill",
+            "--read-only",
+            "--userns",
+            "auto",
             "alpine",
             "sh",
             "-c",
@@ -257,6 +286,9 @@ mod tests {
         assert_eq!(spec.mounts.iter().map(|m| m.r#type.as_str()).collect::<Vec<_>>(), ["bind", "tmpfs"]);
         assert_eq!(spec.labels, HashMap::from([("a".into(), "b".into()), ("flag".into(), String::new())]));
         assert_eq!(spec.stop_signal, "SIGINT");
+        assert_eq!((spec.cap_add, spec.cap_drop), (vec!["NET_ADMIN".into(), "kill".into()], vec!["ALL".into()]));
+        assert!(spec.read_only_rootfs && !spec.privileged);
+        assert_eq!(spec.userns, pb::UserNamespaceMode::Auto as i32);
     }
 
     #[test]

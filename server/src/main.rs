@@ -85,6 +85,10 @@ struct Args {
     /// Log files kept per container when rotating, the current one included.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     log_max_files: u32,
+    /// The user whose subordinate ids in /etc/subuid and /etc/subgid `--userns auto` containers take their
+    /// host ids from (65536 each, a range no other container has).
+    #[arg(long, value_name = "USER", default_value = "cm")]
+    subid_user: String,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as cm_server=debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -164,7 +168,13 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>, tls: Option<S
         }
     }
     let log_limits = LogLimits { max_size: args.log_max_size, max_files: args.log_max_files };
-    let options = RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), networks, log_limits };
+    let options = RuntimeOptions {
+        default_limits,
+        cgroup_parent: args.cgroup_parent.clone(),
+        networks,
+        log_limits,
+        subid_user: args.subid_user.clone(),
+    };
     let events = Arc::new(Events::default());
     let containers = Containers::open(&args.root, images.clone(), options, events)
         .await

@@ -113,6 +113,11 @@ pub fn inspect_json(c: &pb::Container) -> Value {
             "AutoRemove": spec.auto_remove,
             "PortBindings": port_map(&spec.ports),
             "SecurityOpt": security_opt(spec.security.as_ref()),
+            "CapAdd": or_null(&spec.cap_add),
+            "CapDrop": or_null(&spec.cap_drop),
+            "Privileged": spec.privileged,
+            "ReadonlyRootfs": spec.read_only_rootfs,
+            "UsernsMode": if spec.userns == pb::UserNamespaceMode::Auto as i32 { "auto" } else { "" },
         },
         "Mounts": mounts,
         "NetworkSettings": {
@@ -197,6 +202,10 @@ mod tests {
                     target: "/b".into(),
                     read_only: true,
                 }],
+                cap_add: args(&["NET_ADMIN"]),
+                read_only_rootfs: true,
+                userns: pb::UserNamespaceMode::Auto as i32,
+                security: Some(pb::SecurityOptions { no_new_privileges: true, ..Default::default() }),
                 ..Default::default()
             }),
             ip_address: "10.88.0.2".into(),
@@ -233,6 +242,8 @@ mod tests {
             json!({
                 "Memory": 1 << 28, "NanoCpus": 500_000_000, "PidsLimit": 64, "NetworkMode": "bridge",
                 "AutoRemove": false, "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}]},
+                "CapAdd": ["NET_ADMIN"], "CapDrop": null, "Privileged": false, "ReadonlyRootfs": true,
+                "UsernsMode": "auto", "SecurityOpt": ["no-new-privileges"],
             })
         );
         assert_eq!(j["Mounts"][0]["Mode"], "ro");

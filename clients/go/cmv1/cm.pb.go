@@ -161,6 +161,60 @@ func (NetworkMode) EnumDescriptor() ([]byte, []int) {
 	return file_cm_v1_cm_proto_rawDescGZIP(), []int{1}
 }
 
+// Whether a container gets its own user namespace.
+type UserNamespaceMode int32
+
+const (
+	// The server's default (the host's user namespace).
+	UserNamespaceMode_USER_NAMESPACE_MODE_UNSPECIFIED UserNamespaceMode = 0
+	// The host's: container root is host root.
+	UserNamespaceMode_USER_NAMESPACE_MODE_HOST UserNamespaceMode = 1
+	// Its own: container ids 0-65535 map onto 65536 host ids no other container has, from the subordinate
+	// ids (/etc/subuid, /etc/subgid) of the server's --subid-user; its root filesystem is owned accordingly.
+	UserNamespaceMode_USER_NAMESPACE_MODE_AUTO UserNamespaceMode = 2
+)
+
+// Enum value maps for UserNamespaceMode.
+var (
+	UserNamespaceMode_name = map[int32]string{
+		0: "USER_NAMESPACE_MODE_UNSPECIFIED",
+		1: "USER_NAMESPACE_MODE_HOST",
+		2: "USER_NAMESPACE_MODE_AUTO",
+	}
+	UserNamespaceMode_value = map[string]int32{
+		"USER_NAMESPACE_MODE_UNSPECIFIED": 0,
+		"USER_NAMESPACE_MODE_HOST":        1,
+		"USER_NAMESPACE_MODE_AUTO":        2,
+	}
+)
+
+func (x UserNamespaceMode) Enum() *UserNamespaceMode {
+	p := new(UserNamespaceMode)
+	*p = x
+	return p
+}
+
+func (x UserNamespaceMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UserNamespaceMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_cm_v1_cm_proto_enumTypes[2].Descriptor()
+}
+
+func (UserNamespaceMode) Type() protoreflect.EnumType {
+	return &file_cm_v1_cm_proto_enumTypes[2]
+}
+
+func (x UserNamespaceMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UserNamespaceMode.Descriptor instead.
+func (UserNamespaceMode) EnumDescriptor() ([]byte, []int) {
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{2}
+}
+
 // Lifecycle state of a container.
 type ContainerState int32
 
@@ -202,11 +256,11 @@ func (x ContainerState) String() string {
 }
 
 func (ContainerState) Descriptor() protoreflect.EnumDescriptor {
-	return file_cm_v1_cm_proto_enumTypes[2].Descriptor()
+	return file_cm_v1_cm_proto_enumTypes[3].Descriptor()
 }
 
 func (ContainerState) Type() protoreflect.EnumType {
-	return &file_cm_v1_cm_proto_enumTypes[2]
+	return &file_cm_v1_cm_proto_enumTypes[3]
 }
 
 func (x ContainerState) Number() protoreflect.EnumNumber {
@@ -215,7 +269,7 @@ func (x ContainerState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ContainerState.Descriptor instead.
 func (ContainerState) EnumDescriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{2}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{3}
 }
 
 // Which output stream a log line came from.
@@ -255,11 +309,11 @@ func (x LogStream) String() string {
 }
 
 func (LogStream) Descriptor() protoreflect.EnumDescriptor {
-	return file_cm_v1_cm_proto_enumTypes[3].Descriptor()
+	return file_cm_v1_cm_proto_enumTypes[4].Descriptor()
 }
 
 func (LogStream) Type() protoreflect.EnumType {
-	return &file_cm_v1_cm_proto_enumTypes[3]
+	return &file_cm_v1_cm_proto_enumTypes[4]
 }
 
 func (x LogStream) Number() protoreflect.EnumNumber {
@@ -268,7 +322,7 @@ func (x LogStream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogStream.Descriptor instead.
 func (LogStream) EnumDescriptor() ([]byte, []int) {
-	return file_cm_v1_cm_proto_rawDescGZIP(), []int{3}
+	return file_cm_v1_cm_proto_rawDescGZIP(), []int{4}
 }
 
 // Credentials for a private registry. Sent per request; never logged or stored.
@@ -1598,6 +1652,17 @@ type ContainerSpec struct {
 	Labels map[string]string `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Signal for Stop; empty uses the image's StopSignal or SIGTERM.
 	StopSignal string `protobuf:"bytes,18,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// Privileges (fields 30-39). Capabilities added to docker's default set: names like "NET_ADMIN" or
+	// "CAP_NET_ADMIN" (any case), or "ALL"; an unknown name is INVALID_ARGUMENT naming it.
+	CapAdd []string `protobuf:"bytes,30,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
+	// Capabilities removed from the default set; "ALL" removes every one, leaving only cap_add.
+	CapDrop []string `protobuf:"bytes,31,rep,name=cap_drop,json=capDrop,proto3" json:"cap_drop,omitempty"`
+	// Every capability, every host device, writable /sys and /proc/sys, no masked paths, no seccomp.
+	Privileged bool `protobuf:"varint,32,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	// Mount the root filesystem read-only; /dev, /dev/shm, /proc, /sys and mounts keep their own modes.
+	ReadOnlyRootfs bool `protobuf:"varint,33,opt,name=read_only_rootfs,json=readOnlyRootfs,proto3" json:"read_only_rootfs,omitempty"`
+	// The container's own user namespace.
+	Userns UserNamespaceMode `protobuf:"varint,34,opt,name=userns,proto3,enum=cm.v1.UserNamespaceMode" json:"userns,omitempty"`
 	// --- Security options (--security-opt): fields 40-49 are this block's ---
 	// Seccomp and no_new_privs; unset is docker's default seccomp profile and no no_new_privs.
 	Security      *SecurityOptions `protobuf:"bytes,40,opt,name=security,proto3" json:"security,omitempty"`
@@ -1759,6 +1824,41 @@ func (x *ContainerSpec) GetStopSignal() string {
 		return x.StopSignal
 	}
 	return ""
+}
+
+func (x *ContainerSpec) GetCapAdd() []string {
+	if x != nil {
+		return x.CapAdd
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetCapDrop() []string {
+	if x != nil {
+		return x.CapDrop
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
+}
+
+func (x *ContainerSpec) GetReadOnlyRootfs() bool {
+	if x != nil {
+		return x.ReadOnlyRootfs
+	}
+	return false
+}
+
+func (x *ContainerSpec) GetUserns() UserNamespaceMode {
+	if x != nil {
+		return x.Userns
+	}
+	return UserNamespaceMode_USER_NAMESPACE_MODE_UNSPECIFIED
 }
 
 func (x *ContainerSpec) GetSecurity() *SecurityOptions {
@@ -4769,7 +4869,7 @@ const file_cm_v1_cm_proto_rawDesc = "" +
 	"\ahost_ip\x18\x01 \x01(\tR\x06hostIp\x12\x1b\n" +
 	"\thost_port\x18\x02 \x01(\rR\bhostPort\x12%\n" +
 	"\x0econtainer_port\x18\x03 \x01(\rR\rcontainerPort\x12\x1a\n" +
-	"\bprotocol\x18\x04 \x01(\tR\bprotocol\"\xb7\x05\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\"\xe7\x06\n" +
 	"\rContainerSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -4793,7 +4893,14 @@ const file_cm_v1_cm_proto_rawDesc = "" +
 	"autoRemove\x128\n" +
 	"\x06labels\x18\x11 \x03(\v2 .cm.v1.ContainerSpec.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vstop_signal\x18\x12 \x01(\tR\n" +
-	"stopSignal\x122\n" +
+	"stopSignal\x12\x17\n" +
+	"\acap_add\x18\x1e \x03(\tR\x06capAdd\x12\x19\n" +
+	"\bcap_drop\x18\x1f \x03(\tR\acapDrop\x12\x1e\n" +
+	"\n" +
+	"privileged\x18  \x01(\bR\n" +
+	"privileged\x12(\n" +
+	"\x10read_only_rootfs\x18! \x01(\bR\x0ereadOnlyRootfs\x120\n" +
+	"\x06userns\x18\" \x01(\x0e2\x18.cm.v1.UserNamespaceModeR\x06userns\x122\n" +
 	"\bsecurity\x18( \x01(\v2\x16.cm.v1.SecurityOptionsR\bsecurity\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -5019,7 +5126,11 @@ const file_cm_v1_cm_proto_rawDesc = "" +
 	"\x18NETWORK_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13NETWORK_MODE_BRIDGE\x10\x01\x12\x15\n" +
 	"\x11NETWORK_MODE_NONE\x10\x02\x12\x15\n" +
-	"\x11NETWORK_MODE_HOST\x10\x03*\x88\x01\n" +
+	"\x11NETWORK_MODE_HOST\x10\x03*t\n" +
+	"\x11UserNamespaceMode\x12#\n" +
+	"\x1fUSER_NAMESPACE_MODE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18USER_NAMESPACE_MODE_HOST\x10\x01\x12\x1c\n" +
+	"\x18USER_NAMESPACE_MODE_AUTO\x10\x02*\x88\x01\n" +
 	"\x0eContainerState\x12\x1f\n" +
 	"\x1bCONTAINER_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CONTAINER_STATE_CREATED\x10\x01\x12\x1b\n" +
@@ -5062,178 +5173,180 @@ func file_cm_v1_cm_proto_rawDescGZIP() []byte {
 	return file_cm_v1_cm_proto_rawDescData
 }
 
-var file_cm_v1_cm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_cm_v1_cm_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_cm_v1_cm_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_cm_v1_cm_proto_goTypes = []any{
 	(LayerPhase)(0),               // 0: cm.v1.LayerPhase
 	(NetworkMode)(0),              // 1: cm.v1.NetworkMode
-	(ContainerState)(0),           // 2: cm.v1.ContainerState
-	(LogStream)(0),                // 3: cm.v1.LogStream
-	(*RegistryAuth)(nil),          // 4: cm.v1.RegistryAuth
-	(*PullImageRequest)(nil),      // 5: cm.v1.PullImageRequest
-	(*Platform)(nil),              // 6: cm.v1.Platform
-	(*LayerDescriptor)(nil),       // 7: cm.v1.LayerDescriptor
-	(*PullImageResponse)(nil),     // 8: cm.v1.PullImageResponse
-	(*PullResolved)(nil),          // 9: cm.v1.PullResolved
-	(*LayerProgress)(nil),         // 10: cm.v1.LayerProgress
-	(*PullSummary)(nil),           // 11: cm.v1.PullSummary
-	(*PullDone)(nil),              // 12: cm.v1.PullDone
-	(*ListImagesRequest)(nil),     // 13: cm.v1.ListImagesRequest
-	(*Image)(nil),                 // 14: cm.v1.Image
-	(*ListImagesResponse)(nil),    // 15: cm.v1.ListImagesResponse
-	(*InspectImageRequest)(nil),   // 16: cm.v1.InspectImageRequest
-	(*InspectImageResponse)(nil),  // 17: cm.v1.InspectImageResponse
-	(*RemoveImageRequest)(nil),    // 18: cm.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),   // 19: cm.v1.RemoveImageResponse
-	(*Resources)(nil),             // 20: cm.v1.Resources
-	(*Mount)(nil),                 // 21: cm.v1.Mount
-	(*PortMapping)(nil),           // 22: cm.v1.PortMapping
-	(*ContainerSpec)(nil),         // 23: cm.v1.ContainerSpec
-	(*SecurityOptions)(nil),       // 24: cm.v1.SecurityOptions
-	(*CreateRequest)(nil),         // 25: cm.v1.CreateRequest
-	(*CreateResponse)(nil),        // 26: cm.v1.CreateResponse
-	(*StartRequest)(nil),          // 27: cm.v1.StartRequest
-	(*StartResponse)(nil),         // 28: cm.v1.StartResponse
-	(*RunRequest)(nil),            // 29: cm.v1.RunRequest
-	(*RunResponse)(nil),           // 30: cm.v1.RunResponse
-	(*TtySize)(nil),               // 31: cm.v1.TtySize
-	(*AttachStart)(nil),           // 32: cm.v1.AttachStart
-	(*StdinData)(nil),             // 33: cm.v1.StdinData
-	(*AttachRequest)(nil),         // 34: cm.v1.AttachRequest
-	(*ExitStatus)(nil),            // 35: cm.v1.ExitStatus
-	(*ProcessStarted)(nil),        // 36: cm.v1.ProcessStarted
-	(*AttachResponse)(nil),        // 37: cm.v1.AttachResponse
-	(*ExecStart)(nil),             // 38: cm.v1.ExecStart
-	(*ExecRequest)(nil),           // 39: cm.v1.ExecRequest
-	(*ExecResponse)(nil),          // 40: cm.v1.ExecResponse
-	(*WaitRequest)(nil),           // 41: cm.v1.WaitRequest
-	(*WaitResponse)(nil),          // 42: cm.v1.WaitResponse
-	(*StopRequest)(nil),           // 43: cm.v1.StopRequest
-	(*StopResponse)(nil),          // 44: cm.v1.StopResponse
-	(*KillRequest)(nil),           // 45: cm.v1.KillRequest
-	(*KillResponse)(nil),          // 46: cm.v1.KillResponse
-	(*RemoveRequest)(nil),         // 47: cm.v1.RemoveRequest
-	(*RemoveResponse)(nil),        // 48: cm.v1.RemoveResponse
-	(*Container)(nil),             // 49: cm.v1.Container
-	(*ListRequest)(nil),           // 50: cm.v1.ListRequest
-	(*ListResponse)(nil),          // 51: cm.v1.ListResponse
-	(*InspectRequest)(nil),        // 52: cm.v1.InspectRequest
-	(*InspectResponse)(nil),       // 53: cm.v1.InspectResponse
-	(*LogsRequest)(nil),           // 54: cm.v1.LogsRequest
-	(*LogsResponse)(nil),          // 55: cm.v1.LogsResponse
-	(*StatsRequest)(nil),          // 56: cm.v1.StatsRequest
-	(*CpuStats)(nil),              // 57: cm.v1.CpuStats
-	(*MemoryStats)(nil),           // 58: cm.v1.MemoryStats
-	(*PidsStats)(nil),             // 59: cm.v1.PidsStats
-	(*BlockIoStats)(nil),          // 60: cm.v1.BlockIoStats
-	(*NetworkStats)(nil),          // 61: cm.v1.NetworkStats
-	(*StatsResponse)(nil),         // 62: cm.v1.StatsResponse
-	(*EventsRequest)(nil),         // 63: cm.v1.EventsRequest
-	(*EventsResponse)(nil),        // 64: cm.v1.EventsResponse
-	nil,                           // 65: cm.v1.ContainerSpec.LabelsEntry
-	nil,                           // 66: cm.v1.EventsResponse.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 67: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 68: google.protobuf.Duration
+	(UserNamespaceMode)(0),        // 2: cm.v1.UserNamespaceMode
+	(ContainerState)(0),           // 3: cm.v1.ContainerState
+	(LogStream)(0),                // 4: cm.v1.LogStream
+	(*RegistryAuth)(nil),          // 5: cm.v1.RegistryAuth
+	(*PullImageRequest)(nil),      // 6: cm.v1.PullImageRequest
+	(*Platform)(nil),              // 7: cm.v1.Platform
+	(*LayerDescriptor)(nil),       // 8: cm.v1.LayerDescriptor
+	(*PullImageResponse)(nil),     // 9: cm.v1.PullImageResponse
+	(*PullResolved)(nil),          // 10: cm.v1.PullResolved
+	(*LayerProgress)(nil),         // 11: cm.v1.LayerProgress
+	(*PullSummary)(nil),           // 12: cm.v1.PullSummary
+	(*PullDone)(nil),              // 13: cm.v1.PullDone
+	(*ListImagesRequest)(nil),     // 14: cm.v1.ListImagesRequest
+	(*Image)(nil),                 // 15: cm.v1.Image
+	(*ListImagesResponse)(nil),    // 16: cm.v1.ListImagesResponse
+	(*InspectImageRequest)(nil),   // 17: cm.v1.InspectImageRequest
+	(*InspectImageResponse)(nil),  // 18: cm.v1.InspectImageResponse
+	(*RemoveImageRequest)(nil),    // 19: cm.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),   // 20: cm.v1.RemoveImageResponse
+	(*Resources)(nil),             // 21: cm.v1.Resources
+	(*Mount)(nil),                 // 22: cm.v1.Mount
+	(*PortMapping)(nil),           // 23: cm.v1.PortMapping
+	(*ContainerSpec)(nil),         // 24: cm.v1.ContainerSpec
+	(*SecurityOptions)(nil),       // 25: cm.v1.SecurityOptions
+	(*CreateRequest)(nil),         // 26: cm.v1.CreateRequest
+	(*CreateResponse)(nil),        // 27: cm.v1.CreateResponse
+	(*StartRequest)(nil),          // 28: cm.v1.StartRequest
+	(*StartResponse)(nil),         // 29: cm.v1.StartResponse
+	(*RunRequest)(nil),            // 30: cm.v1.RunRequest
+	(*RunResponse)(nil),           // 31: cm.v1.RunResponse
+	(*TtySize)(nil),               // 32: cm.v1.TtySize
+	(*AttachStart)(nil),           // 33: cm.v1.AttachStart
+	(*StdinData)(nil),             // 34: cm.v1.StdinData
+	(*AttachRequest)(nil),         // 35: cm.v1.AttachRequest
+	(*ExitStatus)(nil),            // 36: cm.v1.ExitStatus
+	(*ProcessStarted)(nil),        // 37: cm.v1.ProcessStarted
+	(*AttachResponse)(nil),        // 38: cm.v1.AttachResponse
+	(*ExecStart)(nil),             // 39: cm.v1.ExecStart
+	(*ExecRequest)(nil),           // 40: cm.v1.ExecRequest
+	(*ExecResponse)(nil),          // 41: cm.v1.ExecResponse
+	(*WaitRequest)(nil),           // 42: cm.v1.WaitRequest
+	(*WaitResponse)(nil),          // 43: cm.v1.WaitResponse
+	(*StopRequest)(nil),           // 44: cm.v1.StopRequest
+	(*StopResponse)(nil),          // 45: cm.v1.StopResponse
+	(*KillRequest)(nil),           // 46: cm.v1.KillRequest
+	(*KillResponse)(nil),          // 47: cm.v1.KillResponse
+	(*RemoveRequest)(nil),         // 48: cm.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 49: cm.v1.RemoveResponse
+	(*Container)(nil),             // 50: cm.v1.Container
+	(*ListRequest)(nil),           // 51: cm.v1.ListRequest
+	(*ListResponse)(nil),          // 52: cm.v1.ListResponse
+	(*InspectRequest)(nil),        // 53: cm.v1.InspectRequest
+	(*InspectResponse)(nil),       // 54: cm.v1.InspectResponse
+	(*LogsRequest)(nil),           // 55: cm.v1.LogsRequest
+	(*LogsResponse)(nil),          // 56: cm.v1.LogsResponse
+	(*StatsRequest)(nil),          // 57: cm.v1.StatsRequest
+	(*CpuStats)(nil),              // 58: cm.v1.CpuStats
+	(*MemoryStats)(nil),           // 59: cm.v1.MemoryStats
+	(*PidsStats)(nil),             // 60: cm.v1.PidsStats
+	(*BlockIoStats)(nil),          // 61: cm.v1.BlockIoStats
+	(*NetworkStats)(nil),          // 62: cm.v1.NetworkStats
+	(*StatsResponse)(nil),         // 63: cm.v1.StatsResponse
+	(*EventsRequest)(nil),         // 64: cm.v1.EventsRequest
+	(*EventsResponse)(nil),        // 65: cm.v1.EventsResponse
+	nil,                           // 66: cm.v1.ContainerSpec.LabelsEntry
+	nil,                           // 67: cm.v1.EventsResponse.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 68: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 69: google.protobuf.Duration
 }
 var file_cm_v1_cm_proto_depIdxs = []int32{
-	4,  // 0: cm.v1.PullImageRequest.auth:type_name -> cm.v1.RegistryAuth
-	9,  // 1: cm.v1.PullImageResponse.resolved:type_name -> cm.v1.PullResolved
-	10, // 2: cm.v1.PullImageResponse.layer:type_name -> cm.v1.LayerProgress
-	11, // 3: cm.v1.PullImageResponse.summary:type_name -> cm.v1.PullSummary
-	12, // 4: cm.v1.PullImageResponse.done:type_name -> cm.v1.PullDone
-	6,  // 5: cm.v1.PullResolved.platform:type_name -> cm.v1.Platform
-	7,  // 6: cm.v1.PullResolved.layers:type_name -> cm.v1.LayerDescriptor
+	5,  // 0: cm.v1.PullImageRequest.auth:type_name -> cm.v1.RegistryAuth
+	10, // 1: cm.v1.PullImageResponse.resolved:type_name -> cm.v1.PullResolved
+	11, // 2: cm.v1.PullImageResponse.layer:type_name -> cm.v1.LayerProgress
+	12, // 3: cm.v1.PullImageResponse.summary:type_name -> cm.v1.PullSummary
+	13, // 4: cm.v1.PullImageResponse.done:type_name -> cm.v1.PullDone
+	7,  // 5: cm.v1.PullResolved.platform:type_name -> cm.v1.Platform
+	8,  // 6: cm.v1.PullResolved.layers:type_name -> cm.v1.LayerDescriptor
 	0,  // 7: cm.v1.LayerProgress.phase:type_name -> cm.v1.LayerPhase
-	6,  // 8: cm.v1.Image.platform:type_name -> cm.v1.Platform
-	67, // 9: cm.v1.Image.created:type_name -> google.protobuf.Timestamp
-	67, // 10: cm.v1.Image.pulled:type_name -> google.protobuf.Timestamp
-	14, // 11: cm.v1.ListImagesResponse.images:type_name -> cm.v1.Image
-	14, // 12: cm.v1.InspectImageResponse.image:type_name -> cm.v1.Image
-	20, // 13: cm.v1.ContainerSpec.resources:type_name -> cm.v1.Resources
+	7,  // 8: cm.v1.Image.platform:type_name -> cm.v1.Platform
+	68, // 9: cm.v1.Image.created:type_name -> google.protobuf.Timestamp
+	68, // 10: cm.v1.Image.pulled:type_name -> google.protobuf.Timestamp
+	15, // 11: cm.v1.ListImagesResponse.images:type_name -> cm.v1.Image
+	15, // 12: cm.v1.InspectImageResponse.image:type_name -> cm.v1.Image
+	21, // 13: cm.v1.ContainerSpec.resources:type_name -> cm.v1.Resources
 	1,  // 14: cm.v1.ContainerSpec.network:type_name -> cm.v1.NetworkMode
-	22, // 15: cm.v1.ContainerSpec.ports:type_name -> cm.v1.PortMapping
-	21, // 16: cm.v1.ContainerSpec.mounts:type_name -> cm.v1.Mount
-	65, // 17: cm.v1.ContainerSpec.labels:type_name -> cm.v1.ContainerSpec.LabelsEntry
-	24, // 18: cm.v1.ContainerSpec.security:type_name -> cm.v1.SecurityOptions
-	23, // 19: cm.v1.CreateRequest.spec:type_name -> cm.v1.ContainerSpec
-	23, // 20: cm.v1.RunRequest.spec:type_name -> cm.v1.ContainerSpec
-	31, // 21: cm.v1.AttachStart.tty_size:type_name -> cm.v1.TtySize
-	32, // 22: cm.v1.AttachRequest.start:type_name -> cm.v1.AttachStart
-	33, // 23: cm.v1.AttachRequest.stdin:type_name -> cm.v1.StdinData
-	31, // 24: cm.v1.AttachRequest.resize:type_name -> cm.v1.TtySize
-	67, // 25: cm.v1.ExitStatus.finished_at:type_name -> google.protobuf.Timestamp
-	36, // 26: cm.v1.AttachResponse.started:type_name -> cm.v1.ProcessStarted
-	35, // 27: cm.v1.AttachResponse.exit:type_name -> cm.v1.ExitStatus
-	31, // 28: cm.v1.ExecStart.tty_size:type_name -> cm.v1.TtySize
-	38, // 29: cm.v1.ExecRequest.start:type_name -> cm.v1.ExecStart
-	33, // 30: cm.v1.ExecRequest.stdin:type_name -> cm.v1.StdinData
-	31, // 31: cm.v1.ExecRequest.resize:type_name -> cm.v1.TtySize
-	36, // 32: cm.v1.ExecResponse.started:type_name -> cm.v1.ProcessStarted
-	35, // 33: cm.v1.ExecResponse.exit:type_name -> cm.v1.ExitStatus
-	35, // 34: cm.v1.WaitResponse.status:type_name -> cm.v1.ExitStatus
-	68, // 35: cm.v1.StopRequest.timeout:type_name -> google.protobuf.Duration
-	2,  // 36: cm.v1.Container.state:type_name -> cm.v1.ContainerState
-	35, // 37: cm.v1.Container.exit:type_name -> cm.v1.ExitStatus
-	67, // 38: cm.v1.Container.created:type_name -> google.protobuf.Timestamp
-	67, // 39: cm.v1.Container.started:type_name -> google.protobuf.Timestamp
-	23, // 40: cm.v1.Container.spec:type_name -> cm.v1.ContainerSpec
-	22, // 41: cm.v1.Container.ports:type_name -> cm.v1.PortMapping
-	49, // 42: cm.v1.ListResponse.containers:type_name -> cm.v1.Container
-	49, // 43: cm.v1.InspectResponse.container:type_name -> cm.v1.Container
-	67, // 44: cm.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	67, // 45: cm.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
-	3,  // 46: cm.v1.LogsResponse.stream:type_name -> cm.v1.LogStream
-	68, // 47: cm.v1.StatsRequest.interval:type_name -> google.protobuf.Duration
-	67, // 48: cm.v1.StatsResponse.time:type_name -> google.protobuf.Timestamp
-	57, // 49: cm.v1.StatsResponse.cpu:type_name -> cm.v1.CpuStats
-	58, // 50: cm.v1.StatsResponse.memory:type_name -> cm.v1.MemoryStats
-	59, // 51: cm.v1.StatsResponse.pids:type_name -> cm.v1.PidsStats
-	60, // 52: cm.v1.StatsResponse.block_io:type_name -> cm.v1.BlockIoStats
-	61, // 53: cm.v1.StatsResponse.networks:type_name -> cm.v1.NetworkStats
-	67, // 54: cm.v1.EventsRequest.since:type_name -> google.protobuf.Timestamp
-	67, // 55: cm.v1.EventsResponse.time:type_name -> google.protobuf.Timestamp
-	66, // 56: cm.v1.EventsResponse.attributes:type_name -> cm.v1.EventsResponse.AttributesEntry
-	5,  // 57: cm.v1.ContainerService.PullImage:input_type -> cm.v1.PullImageRequest
-	13, // 58: cm.v1.ContainerService.ListImages:input_type -> cm.v1.ListImagesRequest
-	16, // 59: cm.v1.ContainerService.InspectImage:input_type -> cm.v1.InspectImageRequest
-	18, // 60: cm.v1.ContainerService.RemoveImage:input_type -> cm.v1.RemoveImageRequest
-	25, // 61: cm.v1.ContainerService.Create:input_type -> cm.v1.CreateRequest
-	27, // 62: cm.v1.ContainerService.Start:input_type -> cm.v1.StartRequest
-	29, // 63: cm.v1.ContainerService.Run:input_type -> cm.v1.RunRequest
-	34, // 64: cm.v1.ContainerService.Attach:input_type -> cm.v1.AttachRequest
-	39, // 65: cm.v1.ContainerService.Exec:input_type -> cm.v1.ExecRequest
-	41, // 66: cm.v1.ContainerService.Wait:input_type -> cm.v1.WaitRequest
-	43, // 67: cm.v1.ContainerService.Stop:input_type -> cm.v1.StopRequest
-	45, // 68: cm.v1.ContainerService.Kill:input_type -> cm.v1.KillRequest
-	47, // 69: cm.v1.ContainerService.Remove:input_type -> cm.v1.RemoveRequest
-	50, // 70: cm.v1.ContainerService.List:input_type -> cm.v1.ListRequest
-	52, // 71: cm.v1.ContainerService.Inspect:input_type -> cm.v1.InspectRequest
-	54, // 72: cm.v1.ContainerService.Logs:input_type -> cm.v1.LogsRequest
-	56, // 73: cm.v1.ContainerService.Stats:input_type -> cm.v1.StatsRequest
-	63, // 74: cm.v1.ContainerService.Events:input_type -> cm.v1.EventsRequest
-	8,  // 75: cm.v1.ContainerService.PullImage:output_type -> cm.v1.PullImageResponse
-	15, // 76: cm.v1.ContainerService.ListImages:output_type -> cm.v1.ListImagesResponse
-	17, // 77: cm.v1.ContainerService.InspectImage:output_type -> cm.v1.InspectImageResponse
-	19, // 78: cm.v1.ContainerService.RemoveImage:output_type -> cm.v1.RemoveImageResponse
-	26, // 79: cm.v1.ContainerService.Create:output_type -> cm.v1.CreateResponse
-	28, // 80: cm.v1.ContainerService.Start:output_type -> cm.v1.StartResponse
-	30, // 81: cm.v1.ContainerService.Run:output_type -> cm.v1.RunResponse
-	37, // 82: cm.v1.ContainerService.Attach:output_type -> cm.v1.AttachResponse
-	40, // 83: cm.v1.ContainerService.Exec:output_type -> cm.v1.ExecResponse
-	42, // 84: cm.v1.ContainerService.Wait:output_type -> cm.v1.WaitResponse
-	44, // 85: cm.v1.ContainerService.Stop:output_type -> cm.v1.StopResponse
-	46, // 86: cm.v1.ContainerService.Kill:output_type -> cm.v1.KillResponse
-	48, // 87: cm.v1.ContainerService.Remove:output_type -> cm.v1.RemoveResponse
-	51, // 88: cm.v1.ContainerService.List:output_type -> cm.v1.ListResponse
-	53, // 89: cm.v1.ContainerService.Inspect:output_type -> cm.v1.InspectResponse
-	55, // 90: cm.v1.ContainerService.Logs:output_type -> cm.v1.LogsResponse
-	62, // 91: cm.v1.ContainerService.Stats:output_type -> cm.v1.StatsResponse
-	64, // 92: cm.v1.ContainerService.Events:output_type -> cm.v1.EventsResponse
-	75, // [75:93] is the sub-list for method output_type
-	57, // [57:75] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	23, // 15: cm.v1.ContainerSpec.ports:type_name -> cm.v1.PortMapping
+	22, // 16: cm.v1.ContainerSpec.mounts:type_name -> cm.v1.Mount
+	66, // 17: cm.v1.ContainerSpec.labels:type_name -> cm.v1.ContainerSpec.LabelsEntry
+	2,  // 18: cm.v1.ContainerSpec.userns:type_name -> cm.v1.UserNamespaceMode
+	25, // 19: cm.v1.ContainerSpec.security:type_name -> cm.v1.SecurityOptions
+	24, // 20: cm.v1.CreateRequest.spec:type_name -> cm.v1.ContainerSpec
+	24, // 21: cm.v1.RunRequest.spec:type_name -> cm.v1.ContainerSpec
+	32, // 22: cm.v1.AttachStart.tty_size:type_name -> cm.v1.TtySize
+	33, // 23: cm.v1.AttachRequest.start:type_name -> cm.v1.AttachStart
+	34, // 24: cm.v1.AttachRequest.stdin:type_name -> cm.v1.StdinData
+	32, // 25: cm.v1.AttachRequest.resize:type_name -> cm.v1.TtySize
+	68, // 26: cm.v1.ExitStatus.finished_at:type_name -> google.protobuf.Timestamp
+	37, // 27: cm.v1.AttachResponse.started:type_name -> cm.v1.ProcessStarted
+	36, // 28: cm.v1.AttachResponse.exit:type_name -> cm.v1.ExitStatus
+	32, // 29: cm.v1.ExecStart.tty_size:type_name -> cm.v1.TtySize
+	39, // 30: cm.v1.ExecRequest.start:type_name -> cm.v1.ExecStart
+	34, // 31: cm.v1.ExecRequest.stdin:type_name -> cm.v1.StdinData
+	32, // 32: cm.v1.ExecRequest.resize:type_name -> cm.v1.TtySize
+	37, // 33: cm.v1.ExecResponse.started:type_name -> cm.v1.ProcessStarted
+	36, // 34: cm.v1.ExecResponse.exit:type_name -> cm.v1.ExitStatus
+	36, // 35: cm.v1.WaitResponse.status:type_name -> cm.v1.ExitStatus
+	69, // 36: cm.v1.StopRequest.timeout:type_name -> google.protobuf.Duration
+	3,  // 37: cm.v1.Container.state:type_name -> cm.v1.ContainerState
+	36, // 38: cm.v1.Container.exit:type_name -> cm.v1.ExitStatus
+	68, // 39: cm.v1.Container.created:type_name -> google.protobuf.Timestamp
+	68, // 40: cm.v1.Container.started:type_name -> google.protobuf.Timestamp
+	24, // 41: cm.v1.Container.spec:type_name -> cm.v1.ContainerSpec
+	23, // 42: cm.v1.Container.ports:type_name -> cm.v1.PortMapping
+	50, // 43: cm.v1.ListResponse.containers:type_name -> cm.v1.Container
+	50, // 44: cm.v1.InspectResponse.container:type_name -> cm.v1.Container
+	68, // 45: cm.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	68, // 46: cm.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
+	4,  // 47: cm.v1.LogsResponse.stream:type_name -> cm.v1.LogStream
+	69, // 48: cm.v1.StatsRequest.interval:type_name -> google.protobuf.Duration
+	68, // 49: cm.v1.StatsResponse.time:type_name -> google.protobuf.Timestamp
+	58, // 50: cm.v1.StatsResponse.cpu:type_name -> cm.v1.CpuStats
+	59, // 51: cm.v1.StatsResponse.memory:type_name -> cm.v1.MemoryStats
+	60, // 52: cm.v1.StatsResponse.pids:type_name -> cm.v1.PidsStats
+	61, // 53: cm.v1.StatsResponse.block_io:type_name -> cm.v1.BlockIoStats
+	62, // 54: cm.v1.StatsResponse.networks:type_name -> cm.v1.NetworkStats
+	68, // 55: cm.v1.EventsRequest.since:type_name -> google.protobuf.Timestamp
+	68, // 56: cm.v1.EventsResponse.time:type_name -> google.protobuf.Timestamp
+	67, // 57: cm.v1.EventsResponse.attributes:type_name -> cm.v1.EventsResponse.AttributesEntry
+	6,  // 58: cm.v1.ContainerService.PullImage:input_type -> cm.v1.PullImageRequest
+	14, // 59: cm.v1.ContainerService.ListImages:input_type -> cm.v1.ListImagesRequest
+	17, // 60: cm.v1.ContainerService.InspectImage:input_type -> cm.v1.InspectImageRequest
+	19, // 61: cm.v1.ContainerService.RemoveImage:input_type -> cm.v1.RemoveImageRequest
+	26, // 62: cm.v1.ContainerService.Create:input_type -> cm.v1.CreateRequest
+	28, // 63: cm.v1.ContainerService.Start:input_type -> cm.v1.StartRequest
+	30, // 64: cm.v1.ContainerService.Run:input_type -> cm.v1.RunRequest
+	35, // 65: cm.v1.ContainerService.Attach:input_type -> cm.v1.AttachRequest
+	40, // 66: cm.v1.ContainerService.Exec:input_type -> cm.v1.ExecRequest
+	42, // 67: cm.v1.ContainerService.Wait:input_type -> cm.v1.WaitRequest
+	44, // 68: cm.v1.ContainerService.Stop:input_type -> cm.v1.StopRequest
+	46, // 69: cm.v1.ContainerService.Kill:input_type -> cm.v1.KillRequest
+	48, // 70: cm.v1.ContainerService.Remove:input_type -> cm.v1.RemoveRequest
+	51, // 71: cm.v1.ContainerService.List:input_type -> cm.v1.ListRequest
+	53, // 72: cm.v1.ContainerService.Inspect:input_type -> cm.v1.InspectRequest
+	55, // 73: cm.v1.ContainerService.Logs:input_type -> cm.v1.LogsRequest
+	57, // 74: cm.v1.ContainerService.Stats:input_type -> cm.v1.StatsRequest
+	64, // 75: cm.v1.ContainerService.Events:input_type -> cm.v1.EventsRequest
+	9,  // 76: cm.v1.ContainerService.PullImage:output_type -> cm.v1.PullImageResponse
+	16, // 77: cm.v1.ContainerService.ListImages:output_type -> cm.v1.ListImagesResponse
+	18, // 78: cm.v1.ContainerService.InspectImage:output_type -> cm.v1.InspectImageResponse
+	20, // 79: cm.v1.ContainerService.RemoveImage:output_type -> cm.v1.RemoveImageResponse
+	27, // 80: cm.v1.ContainerService.Create:output_type -> cm.v1.CreateResponse
+	29, // 81: cm.v1.ContainerService.Start:output_type -> cm.v1.StartResponse
+	31, // 82: cm.v1.ContainerService.Run:output_type -> cm.v1.RunResponse
+	38, // 83: cm.v1.ContainerService.Attach:output_type -> cm.v1.AttachResponse
+	41, // 84: cm.v1.ContainerService.Exec:output_type -> cm.v1.ExecResponse
+	43, // 85: cm.v1.ContainerService.Wait:output_type -> cm.v1.WaitResponse
+	45, // 86: cm.v1.ContainerService.Stop:output_type -> cm.v1.StopResponse
+	47, // 87: cm.v1.ContainerService.Kill:output_type -> cm.v1.KillResponse
+	49, // 88: cm.v1.ContainerService.Remove:output_type -> cm.v1.RemoveResponse
+	52, // 89: cm.v1.ContainerService.List:output_type -> cm.v1.ListResponse
+	54, // 90: cm.v1.ContainerService.Inspect:output_type -> cm.v1.InspectResponse
+	56, // 91: cm.v1.ContainerService.Logs:output_type -> cm.v1.LogsResponse
+	63, // 92: cm.v1.ContainerService.Stats:output_type -> cm.v1.StatsResponse
+	65, // 93: cm.v1.ContainerService.Events:output_type -> cm.v1.EventsResponse
+	76, // [76:94] is the sub-list for method output_type
+	58, // [58:76] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_cm_v1_cm_proto_init() }
@@ -5278,7 +5391,7 @@ func file_cm_v1_cm_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cm_v1_cm_proto_rawDesc), len(file_cm_v1_cm_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -13,6 +13,7 @@ use crate::containers::{
     AttachRequest, Container, ContainerStatus, Containers, CreateSpec, ExitRecord, MountConfig, Network, Seccomp,
     Security, SessionOutput,
 };
+use crate::containers::{Privileges, UserNamespace};
 use crate::network::PortConfig;
 
 /// ContainerSpec to the domain's CreateSpec, refusing what is malformed.
@@ -53,6 +54,19 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
             return Err(Status::invalid_argument(format!("environment entry {e:?} must be KEY=VALUE")));
         }
     }
+    let userns = pb::UserNamespaceMode::try_from(spec.userns).map_err(|_| {
+        Status::invalid_argument(format!("spec.userns: unknown user namespace mode {} (host or auto)", spec.userns))
+    })?;
+    let privileges = Privileges {
+        cap_add: spec.cap_add,
+        cap_drop: spec.cap_drop,
+        privileged: spec.privileged,
+        read_only_rootfs: spec.read_only_rootfs,
+        user_namespace: match userns {
+            pb::UserNamespaceMode::Unspecified | pb::UserNamespaceMode::Host => UserNamespace::Host,
+            pb::UserNamespaceMode::Auto => UserNamespace::Auto,
+        },
+    };
     let mounts = spec
         .mounts
         .iter()
@@ -83,6 +97,7 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
         labels: spec.labels.into_iter().collect(),
         stop_signal: spec.stop_signal,
         security,
+        privileges,
     })
 }
 
@@ -168,6 +183,15 @@ pub fn to_proto(c: &Container) -> pb::Container {
         labels: cfg.labels.iter().cloned().collect(),
         stop_signal: cfg.stop_signal.clone(),
         security: Some(security_to_proto(&cfg.security)),
+        cap_add: cfg.privileges.cap_add.clone(),
+        cap_drop: cfg.privileges.cap_drop.clone(),
+        privileged: cfg.privileges.privileged,
+        read_only_rootfs: cfg.privileges.read_only_rootfs,
+        userns: match cfg.privileges.user_namespace {
+            UserNamespace::Host => pb::UserNamespaceMode::Host,
+            UserNamespace::Auto => pb::UserNamespaceMode::Auto,
+        }
+        .into(),
     };
     pb::Container {
         id: cfg.id.clone(),

@@ -165,6 +165,15 @@ impl Cgroup {
         self.dirs.iter().map(|(_, dir)| dir.join(file)).collect()
     }
 
+    /// A privileged container's: every device usable (v1's devices cgroup allows `a`; v2 has no device
+    /// rules without a BPF program, which cm does not load).
+    pub fn allow_all_devices(&self) -> io::Result<()> {
+        if self.v2 {
+            return Ok(());
+        }
+        v1::allow_all_devices(self)
+    }
+
     /// On v2, the container's cgroup directory, for clone3's CLONE_INTO_CGROUP; None on v1.
     pub fn v2_dir(&self) -> Option<PathBuf> {
         self.v2.then(|| self.dirs[0].1.clone())

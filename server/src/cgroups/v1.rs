@@ -103,6 +103,14 @@ fn restrict_devices(cgroup: &Cgroup) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens the devices cgroup to every device (privileged containers, as docker).
+pub(super) fn allow_all_devices(cgroup: &Cgroup) -> io::Result<()> {
+    match cgroup.dir_of("devices") {
+        Some(dir) => cgroup.write(&dir.join("devices.allow"), "a"),
+        None => Ok(()),
+    }
+}
+
 /// A new v1 cpuset cgroup has no CPUs and no memory nodes, and takes no process until it has: copy the
 /// parent's.
 fn inherit_cpuset(cgroup: &Cgroup, dir: &Path) -> io::Result<()> {

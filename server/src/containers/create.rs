@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::error::io;
-use super::{Config, Container, ContainerError, Containers, MountConfig, Network, Record, State, no_nul, record};
+use super::{
+    Config, Container, ContainerError, Containers, MountConfig, Network, Privileges, Record, State, no_nul, record,
+};
 use crate::cgroups::Limits;
 use crate::clock::now_nanos;
 use crate::network::PortConfig;
@@ -30,6 +32,8 @@ pub struct CreateSpec {
     pub labels: Vec<(String, String)>,
     pub stop_signal: String,
     pub security: super::Security,
+    /// Capabilities, privileged mode, read-only root, user namespace.
+    pub privileges: Privileges,
 }
 
 impl CreateSpec {
@@ -47,6 +51,13 @@ impl CreateSpec {
         self.security.validate().map_err(ContainerError::Invalid)?;
         if !self.hostname.is_empty() {
             record::validate_hostname(&self.hostname).map_err(ContainerError::Invalid)?;
+        }
+        self.privileges.validate().map_err(ContainerError::Invalid)?;
+        if self.privileges.user_namespace == super::UserNamespace::Auto && self.network == Network::Host {
+            // As docker: the host's network namespace belongs to the host's user namespace.
+            return Err(ContainerError::Invalid(
+                "a container with its own user namespace (--userns auto) cannot use --network host".into(),
+            ));
         }
         Ok(())
     }
@@ -126,6 +137,8 @@ impl Containers {
             },
             entrypoint: spec.entrypoint.clone(),
             command: spec.command.clone(),
+            privileges: spec.privileges.clone(),
+            id_map: None,
             created_unix_nanos: now_nanos(),
             security: spec.security.clone(),
             id,
@@ -137,12 +150,25 @@ impl Containers {
             return Err(ContainerError::NameInUse(config.name.clone()));
         }
         let mut config = config;
+        if config.privileges.user_namespace == super::UserNamespace::Auto {
+            let used: Vec<super::IdMap> =
+                table.values().filter_map(|c| c.record.lock().unwrap().config.id_map).collect();
+            config.id_map =
+                Some(super::subids::allocate_map(&self.options.subid_user, &used).map_err(ContainerError::Invalid)?);
+        }
         config.address = network.allocate(&config.id)?;
         let dir = self.dir.join(&config.id);
         let record = Record { config, state: State::default() };
         let saved = ["upper", "work", "merged"]
             .iter()
             .try_for_each(|sub| std::fs::create_dir_all(dir.join(sub)))
+            // The root filesystem's own files (the upper dir) belong to the container's root.
+            .and_then(|()| match record.config.id_map {
+                Some(map) => ["upper", "work"]
+                    .iter()
+                    .try_for_each(|sub| std::os::unix::fs::chown(dir.join(sub), Some(map.uid), Some(map.gid))),
+                None => Ok(()),
+            })
             .and_then(|()| crate::store::write_json(&dir.join(record::RECORD_FILE), &record));
         if let Err(e) = saved {
             network.release(&record.config.id);

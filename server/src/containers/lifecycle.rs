@@ -62,6 +62,12 @@ impl Containers {
             &config.limits,
         )
         .map_err(ContainerError::Limits)?;
+        if config.privileges.privileged
+            && let Err(e) = cgroup.allow_all_devices()
+        {
+            let _ = remove_cgroup(cgroup).await;
+            return Err(ContainerError::Limits(e));
+        }
         let result = self.launch(c, config, &*network, &cgroup, attach).await;
         match result {
             Ok((pid, ports, session, watcher)) => {
@@ -110,13 +116,22 @@ impl Containers {
             lower.push(c.dir.join("empty").display().to_string());
         }
         // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
-        // container gets no CAP_MKNOD, so it cannot make the nodes the v1 devices cgroup refuses.
-        let capabilities = match self.layout {
-            Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
-            Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
+        // container gets no CAP_MKNOD by default, so it cannot make the nodes the v1 devices cgroup
+        // refuses. --cap-add and --cap-drop apply to that set.
+        let capabilities = config
+            .privileges
+            .capabilities(match self.layout {
+                Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
+                Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
+            })
+            .map_err(ContainerError::Invalid)?;
+        // Compiled for the container's final capabilities, as docker's profile has groups for some; a
+        // privileged container has no seccomp filter (as docker's --privileged).
+        let seccomp = if config.privileges.privileged {
+            Vec::new()
+        } else {
+            config.security.seccomp_filters(capabilities).map_err(ContainerError::Invalid)?
         };
-        // Compiled for the container's capabilities, as docker's profile has groups for some.
-        let seccomp = config.security.seccomp_filters(capabilities).map_err(ContainerError::Invalid)?;
         let bundle = Bundle {
             id: c.id.clone(),
             rootfs: Rootfs {
@@ -145,6 +160,9 @@ impl Containers {
             log: self.options.log_limits,
             seccomp,
             no_new_privileges: config.security.no_new_privileges,
+            privileged: config.privileges.privileged,
+            read_only_rootfs: config.privileges.read_only_rootfs,
+            id_map: config.id_map,
         };
         let bytes =
             serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(format!("encoding the bundle: {e}")))?;

@@ -14,9 +14,11 @@ mod etc;
 mod exec;
 mod images;
 mod lifecycle;
+mod privileges;
 mod record;
 mod session;
 mod stats;
+mod subids;
 #[cfg(test)]
 mod tests;
 
@@ -40,9 +42,10 @@ pub use create::CreateSpec;
 use error::io;
 pub use error::{ContainerError, no_nul};
 pub use exec::ExecRequest;
+pub use privileges::{Privileges, UserNamespace};
 pub use record::{
-    Config, ContainerStatus, ExitRecord, MountConfig, Network, Record, Seccomp, Security, State, new_id, parse_signal,
-    signal_name,
+    Config, ContainerStatus, ExitRecord, IdMap, MountConfig, Network, Record, Seccomp, Security, State, new_id,
+    parse_signal, signal_name,
 };
 pub use session::{InputBreak, MAX_STDIN_FRAME, SessionInput, SessionInputs, SessionOutput, SessionOutputs};
 pub use stats::Sample;
@@ -88,6 +91,9 @@ pub struct RuntimeOptions {
     pub networks: Networks,
     /// Rotation of the containers' output logs.
     pub log_limits: LogLimits,
+    /// The user whose subordinate ids (/etc/subuid, /etc/subgid) containers with their own user namespace
+    /// get their host ids from.
+    pub subid_user: String,
 }
 
 /// All containers of this server.

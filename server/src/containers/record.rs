@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::CreateSpec;
+use super::Privileges;
 use crate::cgroups::Limits;
 use crate::image::manifest::RunConfig;
 use crate::network::{PortConfig, driver};
+pub use crate::runtime::bundle::IdMap;
 use crate::runtime::bundle::{ExitInfo, MountSpec};
 
 pub const RECORD_FILE: &str = "container.json";
@@ -52,6 +54,13 @@ pub struct Config {
     pub auto_remove: bool,
     pub labels: Vec<(String, String)>,
     pub stop_signal: String,
+    /// Capabilities, privileged mode, read-only root, user namespace.
+    #[serde(default)]
+    pub privileges: Privileges,
+    /// With a user namespace: the host ids its container ids 0-65535 map onto, taken at create and given
+    /// back with the container's record at removal.
+    #[serde(default)]
+    pub id_map: Option<IdMap>,
     pub created_unix_nanos: i64,
     /// --security-opt.
     #[serde(default)]

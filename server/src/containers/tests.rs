@@ -64,6 +64,7 @@ impl World {
             cgroup_parent: "cm".into(),
             networks,
             log_limits: LogLimits::default(),
+            subid_user: "cm".into(),
         };
         let cgroups = (self.cgroups.layout(), self.cgroups.clone() as Arc<dyn CgroupFs>);
         let monitor = crate::runtime::client::MonitorBinary::at(self.root.path().join("monitor"));

@@ -49,6 +49,35 @@ pub struct Bundle {
     /// Container processes set no_new_privs before they exec (--security-opt no-new-privileges).
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// Privileged: every host device, writable /sys and /proc/sys, no masked or read-only paths (the
+    /// capabilities come in `capabilities`; seccomp checks this too).
+    #[serde(default)]
+    pub privileged: bool,
+    /// The root filesystem is remounted read-only once everything is mounted on it.
+    #[serde(default)]
+    pub read_only_rootfs: bool,
+    /// A user namespace mapping container ids 0..size onto these host ids (None: the host's).
+    #[serde(default)]
+    pub id_map: Option<IdMap>,
+}
+
+/// Container uids and gids 0..size are host ids uid..uid+size and gid..gid+size.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdMap {
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u32,
+}
+
+impl IdMap {
+    /// The host uid of container uid `id` (None when it is not mapped).
+    pub fn host_uid(&self, id: u32) -> Option<u32> {
+        (id < self.size).then(|| self.uid + id)
+    }
+
+    pub fn host_gid(&self, id: u32) -> Option<u32> {
+        (id < self.size).then(|| self.gid + id)
+    }
 }
 
 /// Size-based rotation of the container's output log (see [`super::logfile`]).
@@ -130,6 +159,9 @@ impl Bundle {
             log: Default::default(),
             seccomp: vec![],
             no_new_privileges: false,
+            privileged: false,
+            read_only_rootfs: false,
+            id_map: None,
         }
     }
 }

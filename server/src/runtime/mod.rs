@@ -11,6 +11,7 @@
 //! - [`init`]: the container side: rootfs, mounts, pivot_root, hostname, user, exec
 //! - [`syscall`]: the init's privileged kernel calls behind a trait, faked in unit tests
 //! - [`user`]: `user[:group]` resolved from the image's /etc/passwd and /etc/group, as data
+//! - [`userns`]: user namespaces: id maps and the idmapped overlay root the monitor builds for the init
 //! - [`logfile`]: the per-container output log
 //! - [`seccomp`]: docker-format seccomp profiles compiled to BPF by the server, installed by the init
 //! - [`client`]: the server's side of the socket
@@ -26,3 +27,4 @@ pub mod seccomp;
 pub mod sync;
 pub mod syscall;
 pub mod user;
+pub mod userns;

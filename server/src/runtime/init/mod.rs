@@ -33,6 +33,9 @@ pub struct ChildIo {
     pub stdio: ChildStdio,
     /// Write end, close-on-exec: the reason the container could not start.
     pub errors: OwnedFd,
+    /// The root filesystem, already built as a detached mount (user namespaces: see runtime::userns); None:
+    /// the init mounts the overlay itself.
+    pub rootfs: Option<OwnedFd>,
 }
 
 /// The container's stdio.
@@ -130,12 +133,17 @@ fn setup_and_exec<S: Syscall>(
     };
     // The cgroup namespace is made now, so its root is the container's cgroup, not the monitor's.
     sys.unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
+    // In its own user namespace (the monitor wrote the maps before the go-ahead) the init becomes that
+    // namespace's root, so what it makes (the /dev tmpfs's nodes, mount points) is the container root's.
+    if bundle.id_map.is_some() {
+        become_namespace_root()?;
+    }
 
     // A session keyring of its own, not the host's (runc does the same).
     join_new_session_keyring()?;
 
     // 2.-6. The root filesystem, the terminal inside it, pivot_root, masked and read-only paths.
-    rootfs::prepare(sys, bundle, |root| match &io.stdio {
+    rootfs::prepare(sys, bundle, io.rootfs.as_ref().map(|fd| fd.as_fd()), |root| match &io.stdio {
         ChildStdio::Console(socket) => console::attach(root, socket.as_fd(), tty_size),
         ChildStdio::Pipes { .. } => Ok(()),
     })?;
@@ -151,6 +159,13 @@ fn setup_and_exec<S: Syscall>(
     sys.sethostname(&bundle.hostname).map_err(setup_err("sethostname"))?;
     let process = &bundle.process;
     become_and_exec(bundle, &process.user, &process.cwd, &[], &process.args, true)
+}
+
+fn become_namespace_root() -> Result<(), InitError> {
+    let (uid, gid) = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+    nix::unistd::setresgid(gid, gid, gid).map_err(setup_err("setgid 0 in the user namespace"))?;
+    nix::unistd::setgroups(&[]).map_err(setup_err("setgroups in the user namespace"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(setup_err("setuid 0 in the user namespace"))
 }
 
 /// Runs in a child the monitor forked (already in the container's PID namespace) to exec a process in a
@@ -178,6 +193,9 @@ fn enter_and_exec<S: Syscall>(
         nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWCGROUP;
     if !bundle.host_network {
         flags |= nix::libc::CLONE_NEWNET;
+    }
+    if bundle.id_map.is_some() {
+        flags |= nix::libc::CLONE_NEWUSER;
     }
     // The pidfd enters all these namespaces at once; the mount namespace switch also moves our root and
     // cwd to the container's root.
@@ -234,7 +252,7 @@ fn become_and_exec(
     } else {
         install_seccomp(bundle)?;
     }
-    caps::limit(bundle.capabilities)?;
+    let keep = caps::limit_bounding(bundle.capabilities)?;
     let groups: Vec<nix::unistd::Gid> = who.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
     let (uid, gid) = (nix::unistd::Uid::from_raw(who.uid), nix::unistd::Gid::from_raw(who.gid));
@@ -246,6 +264,7 @@ fn become_and_exec(
     if [ids.real, ids.effective, ids.saved] != [uid; 3] || [gids.real, gids.effective, gids.saved] != [gid; 3] {
         return Err(InitError::setup(format!("the process did not become uid {uid} gid {gid}")));
     }
+    caps::set(keep, who.uid == 0)?;
     nix::unistd::chdir(Path::new(cwd))
         .map_err(|e| InitError::setup(format!("cannot enter working directory {cwd}: {e}")))?;
     // Nothing of the monitor's leaks past exec.
@@ -306,6 +325,7 @@ impl ChildIo {
             }
             ChildStdio::Console(socket) => fds.push(socket.as_raw_fd()),
         }
+        fds.extend(self.rootfs.iter().map(|f| f.as_raw_fd()));
         fds
     }
 }

@@ -38,6 +38,7 @@ const READ_ONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/
 pub fn prepare<S: Syscall>(
     sys: &S,
     bundle: &Bundle,
+    premounted: Option<BorrowedFd<'_>>,
     console: impl FnOnce(&OwnedFd) -> Result<(), InitError>,
 ) -> Result<(), InitError> {
     // Nothing we mount propagates back to the host.
@@ -48,16 +49,21 @@ pub fn prepare<S: Syscall>(
     }
 
     // The overlay root filesystem. Lower dirs are relative to the snapshots dir to keep options short.
+    // In a user namespace the monitor built it (over idmapped layers): it is only attached here.
     let rootfs = &bundle.rootfs;
-    sys.chdir(&rootfs.snapshots_dir).map_err(setup_err("enter the snapshots dir"))?;
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        rootfs.lower.join(":"),
-        rootfs.upper.display(),
-        rootfs.work.display()
-    );
-    sys.mount(Some(Path::new("overlay")), &rootfs.merged, Some("overlay"), MsFlags::empty(), Some(&options))
-        .map_err(setup_err("mount the overlay root filesystem"))?;
+    if let Some(mount) = premounted {
+        sys.move_mount(mount, &rootfs.merged).map_err(setup_err("attach the idmapped root filesystem"))?;
+    } else {
+        sys.chdir(&rootfs.snapshots_dir).map_err(setup_err("enter the snapshots dir"))?;
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            rootfs.lower.join(":"),
+            rootfs.upper.display(),
+            rootfs.work.display()
+        );
+        sys.mount(Some(Path::new("overlay")), &rootfs.merged, Some("overlay"), MsFlags::empty(), Some(&options))
+            .map_err(setup_err("mount the overlay root filesystem"))?;
+    }
     let root = rfs::open(&rootfs.merged, DIR_PATH | OFlags::CLOEXEC, Mode::empty()).map_err(io_err("open rootfs"))?;
 
     // Kernel filesystems and devices, every target resolved inside the root.
@@ -69,15 +75,26 @@ pub fn prepare<S: Syscall>(
     mount_in(sys, &root, "dev/pts", "devpts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, pts_data)?;
     mount_in(sys, &root, "dev/shm", "shm", "tmpfs", nodev_noexec, Some("mode=1777,size=65536k"))?;
     mount_in(sys, &root, "dev/mqueue", "mqueue", "mqueue", nodev_noexec, None)?;
-    mount_in(sys, &root, "sys", "sysfs", "sysfs", nodev_noexec | MsFlags::MS_RDONLY, None)?;
-    mount_cgroups(sys, &root, bundle.cgroup_v2)?;
-    make_devices(sys, &root)?;
+    // Privileged containers get a writable /sys and cgroup tree, as with docker.
+    let sys_ro = if bundle.privileged { MsFlags::empty() } else { MsFlags::MS_RDONLY };
+    mount_in(sys, &root, "sys", "sysfs", "sysfs", nodev_noexec | sys_ro, None)?;
+    mount_cgroups(sys, &root, bundle.cgroup_v2, sys_ro)?;
+    make_devices(sys, &root, bundle.privileged, bundle.id_map.is_some())?;
     console(&root)?;
     for (source, target) in &bundle.etc_files {
         bind_file_in(sys, &root, source, target)?;
+        // A read-only container's /etc files are read-only too (docker's network files follow the root).
+        if bundle.read_only_rootfs {
+            remount_read_only_in(sys, &root, target)?;
+        }
     }
     for m in &bundle.mounts {
         user_mount(sys, &root, m)?;
+    }
+    // A read-only root cannot take the working directory later: make it now, as docker does before start.
+    if bundle.read_only_rootfs && !bundle.process.cwd.is_empty() {
+        open_or_create_dirs(root.as_fd(), bundle.process.cwd.trim_start_matches('/').as_bytes())
+            .map_err(io_err(&bundle.process.cwd))?;
     }
 
     // Switch root: pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the
@@ -88,6 +105,15 @@ pub fn prepare<S: Syscall>(
     sys.chdir(Path::new("/")).map_err(setup_err("chdir /"))?;
     drop(root);
 
+    if bundle.read_only_rootfs {
+        // Only the root mount's own flag: /dev, /proc, /sys and the user's mounts keep theirs.
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        sys.mount(None, Path::new("/"), None, flags, None).map_err(setup_err("make the root filesystem read-only"))?;
+    }
+    // Privileged containers see the kernel's interfaces unmasked and /proc/sys writable, as with docker.
+    if bundle.privileged {
+        return Ok(());
+    }
     // Masked and read-only paths; failures are ignored (a kernel may lack any of them).
     for path in MASKED_PATHS {
         mask(sys, Path::new(path));
@@ -150,8 +176,8 @@ fn mount_in<S: Syscall>(
 
 /// /sys/fs/cgroup: on v2 the cgroup2 filesystem, on v1 a tmpfs with each controller hierarchy the host
 /// mounts; all read-only. The cgroup namespace makes the container's cgroup their root.
-fn mount_cgroups<S: Syscall>(sys: &S, root: &OwnedFd, v2: bool) -> Result<(), InitError> {
-    let ro = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV | MsFlags::MS_RDONLY;
+fn mount_cgroups<S: Syscall>(sys: &S, root: &OwnedFd, v2: bool, read_only: MsFlags) -> Result<(), InitError> {
+    let ro = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV | read_only;
     if v2 {
         return mount_in(sys, root, "sys/fs/cgroup", "cgroup2", "cgroup2", ro, None);
     }
@@ -189,14 +215,21 @@ pub fn v1_hierarchies(mountinfo: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Device nodes docker gives every container, and the usual /dev symlinks.
-fn make_devices<S: Syscall>(sys: &S, root: &OwnedFd) -> Result<(), InitError> {
+/// Device nodes docker gives every container, and the usual /dev symlinks; a privileged container also gets
+/// every device node of the host's /dev (but its pts, shm and mqueue), with the host's modes.
+/// In a user namespace, where no device node can be made, the host's nodes are bind-mounted instead (as runc
+/// does).
+fn make_devices<S: Syscall>(sys: &S, root: &OwnedFd, privileged: bool, userns: bool) -> Result<(), InitError> {
     let dev = dir_in_root(root, "dev")?;
     let dev = rfs::openat(&dev, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(io_err("open /dev"))?;
     for (name, major, minor) in
         [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
     {
+        if userns {
+            bind_file_in(sys, root, Path::new(&format!("/dev/{name}")), &format!("/dev/{name}"))?;
+            continue;
+        }
         sys.mknod_char(dev.as_fd(), name, 0o666, major, minor).map_err(io_err(name))?;
     }
     for (name, target) in [
@@ -209,7 +242,29 @@ fn make_devices<S: Syscall>(sys: &S, root: &OwnedFd) -> Result<(), InitError> {
     ] {
         sys.symlink(target, dev.as_fd(), name).map_err(io_err(name))?;
     }
+    if privileged {
+        for device in sys.host_devices() {
+            let (parent, name) = device.path.rsplit_once('/').unwrap_or(("", &device.path));
+            let dir = open_or_create_dirs(dev.as_fd(), parent.as_bytes()).map_err(io_err(&device.path))?;
+            match sys.mknod(dir.as_fd(), name, device.block, device.mode, device.major, device.minor) {
+                // The default nodes and links above stay as they are.
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(io_err(&device.path)(e)),
+            }
+        }
+    }
     Ok(())
+}
+
+/// Makes the mount at `target` (inside the root) read-only.
+fn remount_read_only_in<S: Syscall>(sys: &S, root: &OwnedFd, target: &str) -> Result<(), InitError> {
+    let (parent, name) = target.trim_start_matches('/').rsplit_once('/').unwrap_or(("", target));
+    let parent_fd = open_or_create_dirs(root.as_fd(), parent.as_bytes()).map_err(io_err(target))?;
+    let file = rfs::openat(&parent_fd, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        .map_err(io_err(target))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    sys.mount(None, Path::new(&fd_path(file.as_fd())), None, flags, None)
+        .map_err(|e| InitError::setup(format!("container setup: make {target} read-only: {e}")))
 }
 
 /// Bind-mounts a host file (the container's /etc/hosts ...) over `target` inside the root, replacing a

@@ -7,6 +7,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use super::*;
 use crate::runtime::bundle::{Bundle, MountSpec};
+use crate::runtime::syscall::HostDevice;
 use crate::runtime::syscall::fake::{Call, Recorder};
 
 const NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC).union(MsFlags::MS_NODEV);
@@ -44,7 +45,7 @@ impl Setup {
     }
 
     fn run(&self) -> Result<Vec<Call>, InitError> {
-        prepare(&self.sys, &self.bundle, |_| {
+        prepare(&self.sys, &self.bundle, None, |_| {
             self.sys.step("console");
             Ok(())
         })?;
@@ -259,4 +260,74 @@ fn v1_hierarchies_come_from_cgroup_mounts_only() {
             ("systemd".into(), "name=systemd".into()),
         ]
     );
+}
+
+#[test]
+fn a_privileged_bundle_gets_host_devices_a_writable_sys_and_nothing_masked() {
+    let mut s = Setup::new();
+    s.bundle.privileged = true;
+    s.sys.host_devices = vec![
+        HostDevice { path: "null".into(), block: false, mode: 0o666, major: 1, minor: 3 },
+        HostDevice { path: "vda".into(), block: true, mode: 0o660, major: 254, minor: 0 },
+        HostDevice { path: "net/tun".into(), block: false, mode: 0o666, major: 10, minor: 200 },
+    ];
+    let calls = s.run().unwrap();
+    let mut expected = vec![private_root(), Call::LoopbackUp];
+    let mut devices = root_and_devices(s.dir.path());
+    for call in &mut devices {
+        if let Call::Mount { target, flags, .. } = call
+            && (target == "/sys" || target == "/sys/fs/cgroup")
+        {
+            flags.remove(MsFlags::MS_RDONLY);
+        }
+    }
+    let console = devices.pop().unwrap();
+    for (name, mode, major, minor) in [("null", 0o666, 1, 3), ("vda", 0o660, 254, 0), ("net/tun", 0o666, 10, 200)] {
+        devices.push(Call::Mknod { name: format!("/dev/{name}"), mode, major, minor });
+    }
+    devices.push(console);
+    expected.extend(devices);
+    // pivot_root, and then no masked or read-only paths.
+    expected.extend(switch_and_mask().into_iter().take(4));
+    assert_eq!(calls, expected);
+    assert!(s.merged().join("dev/net").is_dir());
+}
+
+#[test]
+fn a_read_only_root_is_remounted_after_pivot_root_with_its_etc_files_and_workdir_made_first() {
+    let mut s = Setup::new();
+    s.bundle.read_only_rootfs = true;
+    s.bundle.process.cwd = "/work/dir".into();
+    let hosts = s.dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    s.bundle.etc_files = vec![(hosts.clone(), "/etc/hosts".into())];
+    let calls = s.run().unwrap();
+    let console = calls.iter().position(|c| *c == Call::Step("console")).unwrap();
+    let ro_bind = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    assert_eq!(calls[console + 1], m(Some(hosts.to_str().unwrap()), "/etc/hosts", None, MsFlags::MS_BIND, None));
+    assert_eq!(calls[console + 2], m(None, "/etc/hosts", None, ro_bind, None));
+    let pivot = calls.iter().position(|c| matches!(c, Call::PivotRoot { .. })).unwrap();
+    assert_eq!(calls[pivot + 3], m(None, "/", None, ro_bind, None));
+    // Then the masked paths, as for any container.
+    assert_eq!(calls[pivot + 4..], switch_and_mask()[4..]);
+    assert!(s.merged().join("work/dir").is_dir());
+}
+
+#[test]
+fn in_a_user_namespace_the_premounted_root_is_attached_and_host_devices_are_bound() {
+    let mut s = Setup::new();
+    s.bundle.id_map = Some(crate::runtime::bundle::IdMap { uid: 100000, gid: 100000, size: 65536 });
+    let mount = std::fs::File::open(s.dir.path()).unwrap();
+    let calls = prepare(&s.sys, &s.bundle, Some(std::os::fd::AsFd::as_fd(&mount)), |_| Ok(())).map(|()| s.sys.calls());
+    let calls = calls.unwrap();
+    // No overlay mounted here: the monitor's idmapped one is moved onto the root.
+    assert_eq!(calls[2], Call::MoveMount("/".into()));
+    assert!(!calls.iter().any(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "overlay")));
+    // No device node can be made in a user namespace: the host's are bound over empty files.
+    assert!(!calls.iter().any(|c| matches!(c, Call::Mknod { .. })));
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let host = format!("/dev/{name}");
+        assert!(calls.contains(&m(Some(&host), &host, None, MsFlags::MS_BIND, None)), "{name}");
+        assert!(s.merged().join("dev").join(name).is_file(), "{name}");
+    }
 }

@@ -49,7 +49,7 @@ pub(super) fn spawn(
     if cloned.pid == 0 {
         // SAFETY: prctl in the child.
         unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
-        let io = ChildIo { stdio: child_stdio, errors: errors_w };
+        let io = ChildIo { stdio: child_stdio, errors: errors_w, rootfs: None };
         let mut keep = io.fds();
         keep.push(init_pidfd.as_raw_fd());
         init::harden_child(&keep);

@@ -32,6 +32,7 @@ use super::init::{self, ChildIo};
 use super::logfile::{self, Stream};
 use super::protocol::{Decoder, FromMonitor, ToMonitor};
 use super::sync::SyncMsg;
+use super::userns;
 
 /// Stdin bytes queued for the container beyond which the monitor stops reading client frames.
 const STDIN_HIGH_WATER: usize = 1 << 20;
@@ -148,6 +149,15 @@ impl Monitor {
         if !bundle.host_network {
             flags |= nix::libc::CLONE_NEWNET;
         }
+        // A user namespace: the init gets its root filesystem as a mount built here (see runtime::userns),
+        // and is cloned into the new user namespace, which then owns all its other namespaces.
+        let rootfs_mount = match &bundle.id_map {
+            Some(map) => {
+                flags |= nix::libc::CLONE_NEWUSER;
+                Some(userns::idmapped_rootfs(&bundle.rootfs, map)?)
+            }
+            None => None,
+        };
         // cgroup v2: children are cloned straight into the container's cgroup.
         let cgroup_dir = match &bundle.cgroup_clone_into {
             Some(dir) => Some(OwnedFd::from(
@@ -163,14 +173,21 @@ impl Monitor {
             // The child dies with its monitor.
             // SAFETY: prctl in the child.
             unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) };
-            let io = ChildIo { stdio: child_stdio, errors: errors_w };
+            let io = ChildIo { stdio: child_stdio, errors: errors_w, rootfs: rootfs_mount };
             let mut keep = io.fds();
             keep.extend([sync_r.as_raw_fd(), joined_w.as_raw_fd()]);
             init::harden_child(&keep);
             init::run(&bundle, io, sync_r, joined_w, !cloned.in_cgroup);
         }
-        drop((child_stdio, sync_r, errors_w, joined_w));
+        drop((child_stdio, sync_r, errors_w, joined_w, rootfs_mount));
         let mut init = Proc::new(pid as i32, stdio, console, errors_r)?;
+        if let Some(map) = &bundle.id_map
+            && let Err(e) = userns::write_maps(pid, map)
+        {
+            init.signal(nix::libc::SIGKILL);
+            init.reap_blocking();
+            return Err(e);
+        }
         // The init joins its cgroups itself (see Cgroup::join_files); we report ready only once it is in them,
         // so everything the server does from here on (and its cleanup on failure) finds it there.
         if SyncMsg::receive(&joined_r) != Ok(Some(SyncMsg::Joined)) {

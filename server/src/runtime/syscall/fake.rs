@@ -9,7 +9,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use rustix::io::Errno;
 
-use super::Syscall;
+use super::{HostDevice, Syscall};
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub enum Call {
         name: String,
     },
     LoopbackUp,
+    /// A detached mount attached at the target.
+    MoveMount(String),
     /// Not a kernel call: a step a test hooked into the sequence (e.g. attaching the console).
     Step(&'static str),
 }
@@ -55,12 +57,20 @@ pub struct Recorder {
     pub root: PathBuf,
     pub dirs: Vec<&'static str>,
     pub mountinfo: String,
+    /// What `host_devices` returns.
+    pub host_devices: Vec<HostDevice>,
     pub calls: RefCell<Vec<Call>>,
 }
 
 impl Recorder {
     pub fn new(root: &Path) -> Recorder {
-        Recorder { root: root.to_path_buf(), dirs: Vec::new(), mountinfo: String::new(), calls: RefCell::default() }
+        Recorder {
+            root: root.to_path_buf(),
+            dirs: Vec::new(),
+            mountinfo: String::new(),
+            host_devices: Vec::new(),
+            calls: RefCell::default(),
+        }
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -148,6 +158,23 @@ impl Syscall for Recorder {
         Ok(())
     }
 
+    fn mknod(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        _block: bool,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), Errno> {
+        self.record(Call::Mknod { name: self.dir_name(dir, name), mode, major, minor });
+        Ok(())
+    }
+
+    fn host_devices(&self) -> Vec<HostDevice> {
+        self.host_devices.clone()
+    }
+
     fn symlink(&self, target: &str, dir: BorrowedFd<'_>, name: &str) -> Result<(), Errno> {
         self.record(Call::Symlink { target: target.to_string(), name: self.dir_name(dir, name) });
         Ok(())
@@ -163,6 +190,11 @@ impl Syscall for Recorder {
 
     fn loopback_up(&self) -> nix::Result<()> {
         self.record(Call::LoopbackUp);
+        Ok(())
+    }
+
+    fn move_mount(&self, _mount: BorrowedFd<'_>, target: &Path) -> nix::Result<()> {
+        self.record(Call::MoveMount(self.show(target)));
         Ok(())
     }
 }

@@ -28,6 +28,12 @@ class NetworkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NETWORK_MODE_NONE: _ClassVar[NetworkMode]
     NETWORK_MODE_HOST: _ClassVar[NetworkMode]
 
+class UserNamespaceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USER_NAMESPACE_MODE_UNSPECIFIED: _ClassVar[UserNamespaceMode]
+    USER_NAMESPACE_MODE_HOST: _ClassVar[UserNamespaceMode]
+    USER_NAMESPACE_MODE_AUTO: _ClassVar[UserNamespaceMode]
+
 class ContainerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONTAINER_STATE_UNSPECIFIED: _ClassVar[ContainerState]
@@ -51,6 +57,9 @@ NETWORK_MODE_UNSPECIFIED: NetworkMode
 NETWORK_MODE_BRIDGE: NetworkMode
 NETWORK_MODE_NONE: NetworkMode
 NETWORK_MODE_HOST: NetworkMode
+USER_NAMESPACE_MODE_UNSPECIFIED: UserNamespaceMode
+USER_NAMESPACE_MODE_HOST: UserNamespaceMode
+USER_NAMESPACE_MODE_AUTO: UserNamespaceMode
 CONTAINER_STATE_UNSPECIFIED: ContainerState
 CONTAINER_STATE_CREATED: ContainerState
 CONTAINER_STATE_RUNNING: ContainerState
@@ -258,7 +267,7 @@ class PortMapping(_message.Message):
     def __init__(self, host_ip: _Optional[str] = ..., host_port: _Optional[int] = ..., container_port: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("image", "name", "entrypoint", "entrypoint_set", "command", "env", "workdir", "user", "hostname", "tty", "stdin", "resources", "network", "ports", "mounts", "auto_remove", "labels", "stop_signal", "security")
+    __slots__ = ("image", "name", "entrypoint", "entrypoint_set", "command", "env", "workdir", "user", "hostname", "tty", "stdin", "resources", "network", "ports", "mounts", "auto_remove", "labels", "stop_signal", "cap_add", "cap_drop", "privileged", "read_only_rootfs", "userns", "security")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -284,6 +293,11 @@ class ContainerSpec(_message.Message):
     AUTO_REMOVE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    CAP_DROP_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_ROOTFS_FIELD_NUMBER: _ClassVar[int]
+    USERNS_FIELD_NUMBER: _ClassVar[int]
     SECURITY_FIELD_NUMBER: _ClassVar[int]
     image: str
     name: str
@@ -303,8 +317,13 @@ class ContainerSpec(_message.Message):
     auto_remove: bool
     labels: _containers.ScalarMap[str, str]
     stop_signal: str
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    cap_drop: _containers.RepeatedScalarFieldContainer[str]
+    privileged: bool
+    read_only_rootfs: bool
+    userns: UserNamespaceMode
     security: SecurityOptions
-    def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., entrypoint: _Optional[_Iterable[str]] = ..., entrypoint_set: _Optional[bool] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., network: _Optional[_Union[NetworkMode, str]] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., auto_remove: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., stop_signal: _Optional[str] = ..., security: _Optional[_Union[SecurityOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., entrypoint: _Optional[_Iterable[str]] = ..., entrypoint_set: _Optional[bool] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., network: _Optional[_Union[NetworkMode, str]] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., auto_remove: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., stop_signal: _Optional[str] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., privileged: _Optional[bool] = ..., read_only_rootfs: _Optional[bool] = ..., userns: _Optional[_Union[UserNamespaceMode, str]] = ..., security: _Optional[_Union[SecurityOptions, _Mapping]] = ...) -> None: ...
 
 class SecurityOptions(_message.Message):
     __slots__ = ("seccomp_profile", "seccomp_unconfined", "no_new_privileges")
