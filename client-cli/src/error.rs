@@ -6,8 +6,19 @@ pub const FAILURE: i32 = 1;
 /// Docker's exit code when the client or the server failed before the container's own exit code was known.
 pub const DAEMON_ERROR: i32 = 125;
 
+/// What a call whose server went away mid-call says (hyper/h2's words for a connection that ended).
+const CONNECTION_LOST: [&str; 4] =
+    ["error reading a body from connection", "h2 protocol error", "connection reset", "broken pipe"];
+
 /// Turns a gRPC status into an error line a person can act on.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    let message = status.message().to_ascii_lowercase();
+    if !matches!(status.code(), tonic::Code::Ok) && CONNECTION_LOST.iter().any(|m| message.contains(m)) {
+        return anyhow::anyhow!(
+            "lost the connection to cm-server (it stopped or was killed); containers keep running and are \
+             re-adopted when it starts again (then `cm-client attach` or `logs` reconnects)"
+        );
+    }
     let code = match status.code() {
         tonic::Code::NotFound => "not found",
         tonic::Code::InvalidArgument => "invalid argument",
@@ -45,4 +56,18 @@ pub fn exit_code(result: anyhow::Result<i32>) -> i32 {
         report(&e);
         FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_lost_mid_call_says_so_and_that_containers_keep_running() {
+        let lost = status_error(tonic::Status::unknown("h2 protocol error: error reading a body from connection"));
+        assert!(lost.to_string().starts_with("lost the connection to cm-server"), "{lost}");
+        assert!(lost.to_string().contains("containers keep running"), "{lost}");
+        let other = status_error(tonic::Status::not_found("no such container: x"));
+        assert_eq!(other.to_string(), "not found: no such container: x");
+    }
 }

@@ -86,11 +86,12 @@ impl CmServer {
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let mut cmd = Command::new(bin("cm-server"));
-        cmd.arg("--listen")
-            .arg(self.host())
-            .arg("--root")
-            .arg(self.root())
-            .arg("--log-level")
+        cmd.arg("--listen").arg(self.host());
+        // A --root among the extra arguments (a small tmpfs, to fill up) replaces the temporary one.
+        if self.flag("--root").is_none() {
+            cmd.arg("--root").arg(self.root());
+        }
+        cmd.arg("--log-level")
             .arg("debug")
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -138,7 +139,7 @@ impl CmServer {
 
     /// The state root (--root).
     pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.flag("--root").map_or_else(|| self.dir.path().join("root"), PathBuf::from)
     }
 
     fn log_path(&self) -> PathBuf {

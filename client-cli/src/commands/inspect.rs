@@ -50,6 +50,7 @@ pub fn inspect_json(c: &pb::Container) -> Value {
         ContainerState::Created => "created",
         ContainerState::Running => "running",
         ContainerState::Stopped => "exited",
+        ContainerState::Damaged => "damaged",
         ContainerState::Unspecified => "unknown",
     };
     let network = match NetworkMode::try_from(spec.network).unwrap_or(NetworkMode::Unspecified) {
@@ -88,9 +89,10 @@ pub fn inspect_json(c: &pb::Container) -> Value {
             "ExitCode": exit.exit_code,
             "Signal": exit.signal,
             "OOMKilled": exit.oom_killed,
-            "Error": exit.error,
+            "Error": if c.damage.is_empty() { exit.error } else { c.damage.clone() },
             "StartedAt": time(c.started),
             "FinishedAt": time(exit.finished_at),
+            "LogDroppedBytes": c.log_dropped_bytes,
         },
         "Config": {
             "Image": spec.image,
@@ -230,6 +232,7 @@ mod tests {
             json!({
                 "Status": "exited", "Running": false, "Pid": 0, "ExitCode": 130, "Signal": "SIGINT",
                 "OOMKilled": false, "Error": "", "StartedAt": ZERO_TIME, "FinishedAt": "2024-05-01T10:00:01.25Z",
+                "LogDroppedBytes": 0,
             })
         );
         assert_eq!(j["Config"]["Entrypoint"], json!([]));

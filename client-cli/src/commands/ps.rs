@@ -91,6 +91,7 @@ pub fn status(c: &pb::Container, now: i64) -> String {
                 None => format!("Exited ({})", exit.exit_code),
             }
         }
+        ContainerState::Damaged => "Damaged".into(),
         ContainerState::Unspecified => "Unknown".into(),
     }
 }

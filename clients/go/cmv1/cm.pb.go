@@ -227,6 +227,9 @@ const (
 	ContainerState_CONTAINER_STATE_RUNNING ContainerState = 2
 	// Its main process has exited (exit is set).
 	ContainerState_CONTAINER_STATE_STOPPED ContainerState = 3
+	// Its record on disk could not be read (damage says why): only Inspect and a forced Remove work on it, and
+	// nothing of it (processes, cgroup, network) is torn down until it is removed.
+	ContainerState_CONTAINER_STATE_DAMAGED ContainerState = 4
 )
 
 // Enum value maps for ContainerState.
@@ -236,12 +239,14 @@ var (
 		1: "CONTAINER_STATE_CREATED",
 		2: "CONTAINER_STATE_RUNNING",
 		3: "CONTAINER_STATE_STOPPED",
+		4: "CONTAINER_STATE_DAMAGED",
 	}
 	ContainerState_value = map[string]int32{
 		"CONTAINER_STATE_UNSPECIFIED": 0,
 		"CONTAINER_STATE_CREATED":     1,
 		"CONTAINER_STATE_RUNNING":     2,
 		"CONTAINER_STATE_STOPPED":     3,
+		"CONTAINER_STATE_DAMAGED":     4,
 	}
 )
 
@@ -3558,7 +3563,12 @@ type Container struct {
 	// Container's address on the bridge network, if any.
 	IpAddress string `protobuf:"bytes,12,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
 	// Published ports with the host ports actually bound.
-	Ports         []*PortMapping `protobuf:"bytes,13,rep,name=ports,proto3" json:"ports,omitempty"`
+	Ports []*PortMapping `protobuf:"bytes,13,rep,name=ports,proto3" json:"ports,omitempty"`
+	// Durability (#17).
+	// Bytes of the container's output its log could not take (the disk was full); 0 when nothing was lost.
+	LogDroppedBytes uint64 `protobuf:"varint,14,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
+	// Why the container is DAMAGED (what of its record could not be read); empty otherwise.
+	Damage        string `protobuf:"bytes,15,opt,name=damage,proto3" json:"damage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3682,6 +3692,20 @@ func (x *Container) GetPorts() []*PortMapping {
 		return x.Ports
 	}
 	return nil
+}
+
+func (x *Container) GetLogDroppedBytes() uint64 {
+	if x != nil {
+		return x.LogDroppedBytes
+	}
+	return 0
+}
+
+func (x *Container) GetDamage() string {
+	if x != nil {
+		return x.Damage
+	}
+	return ""
 }
 
 type ListRequest struct {
@@ -5001,7 +5025,7 @@ const file_cm_v1_cm_proto_rawDesc = "" +
 	"\rRemoveRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x10\n" +
-	"\x0eRemoveResponse\"\xbf\x03\n" +
+	"\x0eRemoveResponse\"\x83\x04\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -5017,7 +5041,9 @@ const file_cm_v1_cm_proto_rawDesc = "" +
 	"\x04spec\x18\v \x01(\v2\x14.cm.v1.ContainerSpecR\x04spec\x12\x1d\n" +
 	"\n" +
 	"ip_address\x18\f \x01(\tR\tipAddress\x12(\n" +
-	"\x05ports\x18\r \x03(\v2\x12.cm.v1.PortMappingR\x05ports\"\x1f\n" +
+	"\x05ports\x18\r \x03(\v2\x12.cm.v1.PortMappingR\x05ports\x12*\n" +
+	"\x11log_dropped_bytes\x18\x0e \x01(\x04R\x0flogDroppedBytes\x12\x16\n" +
+	"\x06damage\x18\x0f \x01(\tR\x06damage\"\x1f\n" +
 	"\vListRequest\x12\x10\n" +
 	"\x03all\x18\x01 \x01(\bR\x03all\"@\n" +
 	"\fListResponse\x120\n" +
@@ -5130,12 +5156,13 @@ const file_cm_v1_cm_proto_rawDesc = "" +
 	"\x11UserNamespaceMode\x12#\n" +
 	"\x1fUSER_NAMESPACE_MODE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18USER_NAMESPACE_MODE_HOST\x10\x01\x12\x1c\n" +
-	"\x18USER_NAMESPACE_MODE_AUTO\x10\x02*\x88\x01\n" +
+	"\x18USER_NAMESPACE_MODE_AUTO\x10\x02*\xa5\x01\n" +
 	"\x0eContainerState\x12\x1f\n" +
 	"\x1bCONTAINER_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CONTAINER_STATE_CREATED\x10\x01\x12\x1b\n" +
 	"\x17CONTAINER_STATE_RUNNING\x10\x02\x12\x1b\n" +
-	"\x17CONTAINER_STATE_STOPPED\x10\x03*U\n" +
+	"\x17CONTAINER_STATE_STOPPED\x10\x03\x12\x1b\n" +
+	"\x17CONTAINER_STATE_DAMAGED\x10\x04*U\n" +
 	"\tLogStream\x12\x1a\n" +
 	"\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n" +

@@ -144,6 +144,7 @@ pub fn to_proto(c: &Container) -> pb::Container {
         ContainerStatus::Created => pb::ContainerState::Created,
         ContainerStatus::Running => pb::ContainerState::Running,
         ContainerStatus::Stopped => pb::ContainerState::Stopped,
+        ContainerStatus::Damaged => pb::ContainerState::Damaged,
     };
     let spec = pb::ContainerSpec {
         image: cfg.image.clone(),
@@ -207,6 +208,8 @@ pub fn to_proto(c: &Container) -> pb::Container {
         spec: Some(spec),
         ip_address: cfg.address.map(|a| a.to_string()).unwrap_or_default(),
         ports: r.state.ports.iter().map(port_to_proto).collect(),
+        log_dropped_bytes: c.log_dropped(),
+        damage: r.state.damage.clone(),
     }
 }
 

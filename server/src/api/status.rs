@@ -25,6 +25,8 @@ pub fn container_code(e: &ContainerError) -> Code {
         | E::NeverStarted(_)
         | E::RemoveRunning(_)
         | E::ExecFailed(_)
+        | E::SetupFailed { .. }
+        | E::Damaged { .. }
         | E::StoppedBeforeExec(_) => Code::FailedPrecondition,
         E::Stopped(_) | E::StoppedDuringExec(_) => Code::Aborted,
         E::MonitorLost(_) | E::ExitLost => Code::Unavailable,

@@ -64,7 +64,9 @@ impl Containers {
                 let out = match reader.next().await {
                     Ok(Some(FromMonitor::Stdout(d))) => SessionOutput::Stdout(d),
                     Ok(Some(FromMonitor::Stderr(d))) => SessionOutput::Stderr(d),
-                    Ok(Some(FromMonitor::Started { .. } | FromMonitor::NoSuchExec(_))) => continue,
+                    Ok(Some(FromMonitor::Started { .. } | FromMonitor::NoSuchExec(_) | FromMonitor::LogDropped(_))) => {
+                        continue;
+                    }
                     Ok(Some(FromMonitor::Exit(_))) | Ok(None) | Err(_) => break,
                 };
                 if tx.send(Ok(out)).await.is_err() {

@@ -39,6 +39,11 @@ pub enum ContainerError {
     Network(NetError),
     #[error("network setup failed: {0}")]
     NetworkSetup(#[source] NetError),
+    /// The container's init could not set it up (a mount, the user, the working directory ...): the reason.
+    #[error("container {container} could not start: {reason}")]
+    SetupFailed { container: String, reason: String },
+    #[error("container {container} is damaged ({reason}): only inspect and rm -f work on it")]
+    Damaged { container: String, reason: String },
     #[error("container {0} is already running")]
     AlreadyRunning(String),
     #[error("container {0} is not running")]

@@ -105,6 +105,7 @@ impl Containers {
             },
             rows,
             cols,
+            kill_on_disconnect: !request.detach_on_disconnect,
         };
         writer.send(ToMonitor::Exec(spec)).await.map_err(ContainerError::MonitorLost)?;
         let (tx, rx) = mpsc::channel::<Result<SessionOutput, ContainerError>>(16);

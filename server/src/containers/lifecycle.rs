@@ -43,8 +43,12 @@ impl Containers {
     ) -> Result<Option<Connection>, ContainerError> {
         let _lifecycle = c.lifecycle.lock().await;
         let record = c.record();
-        if record.state.status == ContainerStatus::Running {
-            return Err(ContainerError::AlreadyRunning(c.shown()));
+        match record.state.status {
+            ContainerStatus::Running => return Err(ContainerError::AlreadyRunning(c.shown())),
+            ContainerStatus::Damaged => {
+                return Err(ContainerError::Damaged { container: c.shown(), reason: record.state.damage });
+            }
+            _ => {}
         }
         let network = self.network_of(&record)?.clone();
         // A container whose address was taken while the server was away (see open) gets a new one.
@@ -70,19 +74,30 @@ impl Containers {
         }
         let result = self.launch(c, config, &*network, &cgroup, attach).await;
         match result {
-            Ok((pid, ports, session, watcher)) => {
+            Ok((pid, ports, session, mut watcher)) => {
                 // Running is recorded before the exit watcher starts: a process that exits at once must not
                 // have its exit overwritten.
-                let _ = c.exited.send_replace(None);
-                c.update(|r| {
+                let before = c.record().state;
+                let saved = c.update(|r| {
                     r.state = State {
                         status: ContainerStatus::Running,
                         pid,
                         started_unix_nanos: now_nanos(),
                         exit: None,
                         ports: ports.clone(),
+                        damage: String::new(),
                     };
-                })?;
+                });
+                if let Err(e) = saved {
+                    // A start the record cannot say happened (a full disk) is undone: a restarted server
+                    // must not find a running container its record says is stopped.
+                    c.record.lock().unwrap().state = before;
+                    end_monitor(&mut watcher).await;
+                    let _ = remove_cgroup(cgroup).await;
+                    network.detach(&c.id).await;
+                    return Err(e);
+                }
+                let _ = c.exited.send_replace(None);
                 tracing::info!(container = %c.id, pid, "started");
                 self.publish(c, "start", |e| e);
                 self.watch_exit(c.clone(), watcher);
@@ -168,11 +183,30 @@ impl Containers {
             serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(format!("encoding the bundle: {e}")))?;
         crate::store::write_replace(&c.dir.join(bundle::BUNDLE_FILE), &bytes).map_err(io("writing the bundle"))?;
         let init_pid = client::spawn_monitor(&self.monitor, &c.dir).await.map_err(io("spawning the monitor"))?;
-        // The init exists in its namespaces and waits for Start: connect it to its network now.
+        // The watcher connects first so it sees the whole life of the process; if the start fails from here
+        // on, it ends the monitor and waits until it is gone, so a failed start leaves no process behind.
+        let mut watcher = client::connect(&c.dir).await.map_err(io("connecting to the monitor"))?;
+        match self.go(c, config, network, init_pid, attach).await {
+            Ok((pid, ports, session)) => Ok((pid, ports, session, watcher)),
+            Err(e) => {
+                end_monitor(&mut watcher).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The second half of a start: the init (waiting in its namespaces) joins its network, then the monitor
+    /// lets it run; the process's pid, the ports bound and, with `attach`, the session connection.
+    async fn go(
+        &self,
+        c: &Arc<Container>,
+        config: &Config,
+        network: &dyn NetworkDriver,
+        init_pid: i32,
+        attach: Option<(u16, u16)>,
+    ) -> Result<(i32, Vec<PortConfig>, Option<Connection>), ContainerError> {
         let endpoint = Endpoint { id: &c.id, pid: init_pid, address: config.address, ports: &config.ports };
         let ports = network.attach(endpoint).await?.ports;
-        // The watcher connects first so it sees the whole life of the process.
-        let watcher = client::connect(&c.dir).await.map_err(io("connecting to the monitor"))?;
         let mut session = client::connect(&c.dir).await.map_err(io("connecting to the monitor"))?;
         // A terminal is never 0x0: without a size from the client it starts at 24x80.
         let (rows, cols) = match attach {
@@ -183,11 +217,18 @@ impl Containers {
             session.writer.send(ToMonitor::Attach).await.map_err(io("attaching"))?;
         }
         session.writer.send(ToMonitor::Start { rows, cols }).await.map_err(io("starting"))?;
-        let pid = match session.reader.next().await.map_err(io("starting"))? {
-            Some(FromMonitor::Started { pid }) => pid,
-            other => return Err(ContainerError::Internal(format!("the monitor answered {other:?} to start"))),
+        let pid = loop {
+            match session.reader.next().await.map_err(io("starting"))? {
+                Some(FromMonitor::Started { pid }) => break pid,
+                Some(FromMonitor::LogDropped(_)) => continue,
+                // The init's setup failed (a mount, the user, the working directory ...): the start did not.
+                Some(FromMonitor::Exit(exit)) => {
+                    return Err(ContainerError::SetupFailed { container: c.shown(), reason: exit.error });
+                }
+                other => return Err(ContainerError::Internal(format!("the monitor answered {other:?} to start"))),
+            }
         };
-        Ok((pid, ports, attach.map(|_| session), watcher))
+        Ok((pid, ports, attach.map(|_| session)))
     }
 
     /// Waits (in a task) for the container's exit frame, then records it.
@@ -197,6 +238,13 @@ impl Containers {
             let exit = loop {
                 match conn.reader.next().await {
                     Ok(Some(FromMonitor::Exit(exit))) => break exit,
+                    Ok(Some(FromMonitor::LogDropped(bytes))) => {
+                        let before = c.log_dropped.swap(bytes, std::sync::atomic::Ordering::Relaxed);
+                        if bytes > before {
+                            tracing::warn!(container = %c.id, bytes, "output that the log could not take (disk full)");
+                            containers.publish(&c, "log_dropped", |e| e.with("bytes", bytes.to_string()));
+                        }
+                    }
                     Ok(Some(_)) => continue,
                     end => {
                         tracing::warn!(container = %c.id, ?end, "lost the monitor connection before the exit status");
@@ -220,11 +268,15 @@ impl Containers {
         }
         let record = ExitRecord::from_info(&exit, oom_killed);
         tracing::info!(container = %c.id, code = record.code, oom_killed, "exited");
-        let _ = c.update(|r| {
+        if let Err(e) = c.update(|r| {
             r.state.status = ContainerStatus::Stopped;
             r.state.exit = Some(record.clone());
             r.state.ports.clear();
-        });
+        }) {
+            // Known here and shown by Inspect; on disk once there is space.
+            tracing::warn!(container = %c.id, error = %e, "cannot save the exit status yet; retrying");
+            c.save_later();
+        }
         if oom_killed {
             self.publish(c, "oom", |e| e);
         }
@@ -286,14 +338,25 @@ impl Containers {
         Ok(())
     }
 
-    /// Removes a container and everything it made. A running one needs `force` (it is killed first).
+    /// Removes a container and everything it made. A running (or damaged) one needs `force`; it is killed
+    /// first. Crash-safe: a tombstone is written before anything goes, and the directory is renamed away
+    /// before it is deleted, so a server killed at any point finishes the removal when it starts again.
     pub async fn remove(&self, c: &Arc<Container>, force: bool) -> Result<(), ContainerError> {
-        if c.record().state.status == ContainerStatus::Running {
-            if !force {
-                return Err(ContainerError::RemoveRunning(c.shown()));
+        let state = c.record().state;
+        match state.status {
+            ContainerStatus::Running | ContainerStatus::Damaged if !force => {
+                return Err(match state.status {
+                    ContainerStatus::Damaged => {
+                        ContainerError::Damaged { container: c.shown(), reason: state.damage.clone() }
+                    }
+                    _ => ContainerError::RemoveRunning(c.shown()),
+                });
             }
-            let _ = self.kill(c, "SIGKILL").await;
-            let _ = tokio::time::timeout(Duration::from_secs(10), self.wait(c)).await;
+            ContainerStatus::Running => {
+                let _ = self.kill(c, "SIGKILL").await;
+                let _ = tokio::time::timeout(Duration::from_secs(10), self.wait(c)).await;
+            }
+            _ => {}
         }
         let _lifecycle = c.lifecycle.lock().await;
         // Listed until everything of it is gone: a container that `ps -a` no longer shows has no directory,
@@ -301,18 +364,46 @@ impl Containers {
         if !self.table.lock().unwrap().contains_key(&c.id) {
             return Ok(()); // removed meanwhile (auto-remove)
         }
-        let _ = remove_cgroup(self.cgroup(&c.id)).await;
-        if let Ok(network) = self.network_of(&c.record()) {
-            network.release(&c.id);
+        if let Err(e) = crate::store::write_atomic(&c.dir.join(record::TOMBSTONE_FILE), b"") {
+            tracing::warn!(container = %c.id, error = %e, "cannot write the removal's tombstone; removing anyway");
         }
-        let dir = c.dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
-            .await
-            .map_err(|e| ContainerError::Internal(format!("removing the container directory: {e}")))?
-            .map_err(io("removing the container directory"))?;
+        self.finish_removal(&c.id, &c.dir).await?;
         self.table.lock().unwrap().remove(&c.id);
         tracing::info!(container = %c.id, "removed");
         self.publish(c, "destroy", |e| e);
         Ok(())
+    }
+
+    /// Takes away everything of container `id` (directory `dir`): a monitor still running (a damaged
+    /// container's, or one left by a removal a server did not finish) and its processes, its cgroup, what
+    /// any network holds for it, then the directory, renamed away first.
+    pub(super) async fn finish_removal(&self, id: &str, dir: &std::path::Path) -> Result<(), ContainerError> {
+        if let Ok(mut monitor) = client::connect(dir).await {
+            end_monitor(&mut monitor).await;
+        }
+        let _ = remove_cgroup(self.cgroup(id)).await;
+        for network in self.options.networks.all() {
+            network.detach(id).await;
+            network.release(id);
+        }
+        let deleting = self.dir.join(format!("{}{id}", record::DELETING_PREFIX));
+        std::fs::rename(dir, &deleting).map_err(io("renaming the container directory for deletion"))?;
+        if let Ok(parent) = std::fs::File::open(&self.dir) {
+            let _ = parent.sync_all();
+        }
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&deleting))
+            .await
+            .map_err(|e| ContainerError::Internal(format!("removing the container directory: {e}")))?
+            .map_err(io("removing the container directory"))
+    }
+}
+
+/// Ends a monitor whose start failed: its init is killed (if it still runs) and the call returns once the
+/// monitor has exited (its connections close), bounded in time.
+async fn end_monitor(watcher: &mut Connection) {
+    let _ = watcher.writer.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
+    let drained = async { while let Ok(Some(_)) = watcher.reader.next().await {} };
+    if tokio::time::timeout(Duration::from_secs(10), drained).await.is_err() {
+        tracing::warn!("a monitor whose start failed did not exit within 10 s");
     }
 }

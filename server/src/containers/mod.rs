@@ -61,6 +61,8 @@ pub struct Container {
     lifecycle: tokio::sync::Mutex<()>,
     /// Keeps the image's snapshots from garbage collection while the container exists.
     _lease: crate::image::store::Lease,
+    /// Bytes of output its log could not take (a full disk), as its monitor last reported.
+    log_dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Container {
@@ -68,10 +70,40 @@ impl Container {
         self.record.lock().unwrap().clone()
     }
 
+    /// Bytes of the container's output its log could not take (the disk was full).
+    pub fn log_dropped(&self) -> u64 {
+        self.log_dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn update(&self, change: impl FnOnce(&mut Record)) -> Result<(), ContainerError> {
         let mut record = self.record.lock().unwrap();
+        if record.state.status == ContainerStatus::Damaged {
+            // What is on disk is all there is of it: never overwritten with the placeholder.
+            return Err(ContainerError::Damaged { container: self.id.clone(), reason: record.state.damage.clone() });
+        }
         change(&mut record);
         crate::store::write_json(&self.dir.join(record::RECORD_FILE), &*record).map_err(io("saving container state"))
+    }
+
+    /// Saves the record again every second until it is written: after a save failed because the disk is
+    /// full, what the server knows (an exit status) reaches the disk once space returns. Stops when the
+    /// directory is gone (the container was removed) or the error is not one that space would cure.
+    fn save_later(self: &Arc<Self>) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let record = c.record();
+                match crate::store::write_json(&c.dir.join(record::RECORD_FILE), &record) {
+                    Ok(()) => {
+                        tracing::info!(container = %c.id, "saved the container's record that a full disk held back");
+                        return;
+                    }
+                    Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENOSPC | nix::libc::EDQUOT)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
     }
 
     /// The name if it has one, else the short id: how messages name a container.
@@ -167,14 +199,42 @@ impl Containers {
             table: Mutex::new(HashMap::new()),
             events,
         });
+        let mut auto_remove = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
-            let Ok(Some(record)) = crate::store::read_json::<Record>(&path.join(record::RECORD_FILE)) else {
-                tracing::warn!(dir = %path.display(), "skipping a container directory without a readable record");
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name.starts_with(record::DELETING_PREFIX) {
+                // A removal a dead server was deleting: finish it.
+                tracing::info!(dir = %path.display(), "finishing the deletion of a removed container's directory");
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(dir = %path.display(), error = %e, "cannot delete a removed container's directory");
+                }
                 continue;
+            }
+            if record::check_id(&name).is_err() {
+                tracing::warn!(dir = %path.display(), "skipping an entry that is not a container directory (its name is not an id)");
+                continue;
+            }
+            if path.join(record::TOMBSTONE_FILE).exists() {
+                tracing::info!(container = %name, "finishing a removal that a server left unfinished when it died");
+                if let Err(e) = containers.finish_removal(&name, &path).await {
+                    tracing::warn!(container = %name, error = %e, "cannot finish the removal");
+                }
+                continue;
+            }
+            let record = match crate::store::read_json::<Record>(&path.join(record::RECORD_FILE)) {
+                Ok(Some(record)) if record.config.id == name => record,
+                Ok(Some(record)) => Record::damaged(
+                    &name,
+                    format!("{} names container {:?}, not its directory's id", record::RECORD_FILE, record.config.id),
+                ),
+                Ok(None) => Record::damaged(&name, format!("{} is missing", record::RECORD_FILE)),
+                Err(e) => Record::damaged(&name, format!("cannot read {}: {e}", record::RECORD_FILE)),
             };
-            if let Err(e) = record::check_id(&record.config.id) {
-                tracing::warn!(dir = %path.display(), error = %e, "skipping a container directory with a bad record");
+            if record.state.status == ContainerStatus::Damaged {
+                // Listed, so that it can be inspected and removed; nothing of it is torn down until then.
+                tracing::warn!(container = %name, damage = %record.state.damage, "a damaged container: listed as such; rm -f removes it");
+                containers.insert(record, path);
                 continue;
             }
             if let (Ok(network), Some(address)) = (containers.network_of(&record), record.config.address)
@@ -183,14 +243,30 @@ impl Containers {
                 tracing::warn!(container = %record.config.id, error = %e, "its address is taken; it gets a new one at start");
             }
             let container = containers.insert(record, path);
-            containers.readopt(container).await;
+            containers.readopt(container.clone()).await;
+            let r = container.record();
+            // Docker's rule: a --rm container that is not running (its server died before it could remove it,
+            // or before it started) is removed at the next start.
+            if r.config.auto_remove && r.state.status != ContainerStatus::Running {
+                auto_remove.push(container);
+            }
+        }
+        for c in auto_remove {
+            tracing::info!(container = %c.id, "removing an auto-remove container that is not running");
+            if let Err(e) = containers.remove(&c, true).await {
+                tracing::warn!(container = %c.id, error = %e, "auto-remove failed");
+            }
         }
         for network in containers.options.networks.all() {
             let running: HashSet<String> = containers
                 .list()
                 .iter()
                 .map(|c| c.record())
-                .filter(|r| r.state.status == ContainerStatus::Running && r.config.network.name() == network.name())
+                // A damaged container's network may be any: what it has is kept until it is removed.
+                .filter(|r| {
+                    r.state.status == ContainerStatus::Damaged
+                        || (r.state.status == ContainerStatus::Running && r.config.network.name() == network.name())
+                })
                 .map(|r| r.config.id)
                 .collect();
             network.reconcile(&running).await?;
@@ -225,6 +301,7 @@ impl Containers {
             exited: watch::channel(exited).0,
             lifecycle: tokio::sync::Mutex::new(()),
             _lease: self.images.lease(chain_ids),
+            log_dropped: Default::default(),
         })
     }
 

@@ -14,6 +14,11 @@ pub use crate::runtime::bundle::IdMap;
 use crate::runtime::bundle::{ExitInfo, MountSpec};
 
 pub const RECORD_FILE: &str = "container.json";
+/// Written (durably) before a removal starts: a server that finds it finishes the removal.
+pub const TOMBSTONE_FILE: &str = "removing";
+/// A container directory being deleted is first renamed to this prefix + its id (atomic), so no later start
+/// takes a half-deleted directory for a container.
+pub const DELETING_PREFIX: &str = ".deleting-";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -22,7 +27,7 @@ pub struct Record {
 }
 
 /// What a container was created with (after image defaults and server defaults were applied).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Config {
     pub id: String,
     pub name: String,
@@ -178,6 +183,8 @@ pub enum ContainerStatus {
     Created,
     Running,
     Stopped,
+    /// Its record could not be read (`State::damage` says why): never saved, never torn down implicitly.
+    Damaged,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -190,6 +197,9 @@ pub struct State {
     /// Published ports as bound while running (host port 0 replaced by the one picked).
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+    /// Why the record is Damaged; empty otherwise (never on disk: a damaged record is not rewritten).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub damage: String,
 }
 
 /// How the main process ended.
@@ -201,6 +211,17 @@ pub struct ExitRecord {
     pub oom_killed: bool,
     pub error: String,
     pub finished_unix_nanos: i64,
+}
+
+impl Record {
+    /// The record of a container whose container.json could not be read (`why`): listed as Damaged, under
+    /// the id its directory is named by, until a forced Remove takes it away.
+    pub fn damaged(id: &str, why: String) -> Record {
+        Record {
+            config: Config { id: id.to_string(), ..Config::default() },
+            state: State { status: ContainerStatus::Damaged, damage: why, ..State::default() },
+        }
+    }
 }
 
 impl ExitRecord {

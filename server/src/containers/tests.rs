@@ -93,6 +93,17 @@ impl World {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
+    /// A monitor socket whose monitor hangs up on every connection, as one that dies at once does (a thread
+    /// accepts and drops them).
+    fn monitor_that_hangs_up(&self, id: &str) {
+        let listener = self.fake_monitor(id);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                drop(stream);
+            }
+        });
+    }
+
     /// Listens on a container's monitor socket, as a monitor that kept running does.
     fn fake_monitor(&self, id: &str) -> std::os::unix::net::UnixListener {
         let dir = std::fs::File::open(self.dir(id)).unwrap();
@@ -325,18 +336,22 @@ async fn a_start_gives_the_network_the_init_and_takes_it_back_when_attach_or_the
     let ports = vec![port(8080)];
     let c = containers.create(CreateSpec { ports: ports.clone(), ..spec(Network::Bridge) }).unwrap();
     let attach = Call::Attach { id: c.id.clone(), pid: 4242, address: c.record().config.address, ports };
-    // The network cannot attach it.
+    // The network cannot attach it (the monitor is connected first, so that a failed start can end it).
+    world.monitor_that_hangs_up(&c.id);
     bridge.fail_attach(Some("no veth for you"));
     let err = containers.start(&c, None).await.err().unwrap();
     assert!(matches!(err, ContainerError::NetworkSetup(_)) && err.to_string().contains("no veth for you"), "{err}");
     assert!(bridge.calls().ends_with(&[attach.clone(), Call::Detach(c.id.clone())]), "{:?}", bridge.calls());
     assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists());
     assert_eq!(c.record().state.status, ContainerStatus::Created);
-    // Attached, but the monitor does not answer on its socket.
+    // The monitor does not answer on its socket: the start fails before the network attaches it.
+    std::fs::remove_file(world.dir(&c.id).join(bundle::SOCKET_FILE)).unwrap();
     bridge.fail_attach(None);
+    let calls = bridge.calls().len();
     let err = containers.start(&c, None).await.err().unwrap();
     assert!(matches!(err, ContainerError::Io { what: "connecting to the monitor", .. }), "{err}");
-    assert!(bridge.calls().ends_with(&[attach, Call::Detach(c.id.clone())]), "{:?}", bridge.calls());
+    assert!(!bridge.calls()[calls..].contains(&attach), "{:?}", bridge.calls());
+    assert!(bridge.calls().ends_with(&[Call::Detach(c.id.clone())]), "{:?}", bridge.calls());
     assert!(!world.cgroups.path(&format!("cm/{}", c.id)).exists());
     assert_eq!(bridge.held(&c.id), c.record().config.address, "a failed start keeps the address");
 }

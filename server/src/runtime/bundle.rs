@@ -195,6 +195,10 @@ pub struct ExecSpec {
     /// Initial terminal size (0 = 24x80).
     pub rows: u16,
     pub cols: u16,
+    /// Kill the process when the connection that started it is gone (its session ended, or the server
+    /// died), instead of letting it run on with no one attached.
+    #[serde(default)]
+    pub kill_on_disconnect: bool,
 }
 
 /// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,

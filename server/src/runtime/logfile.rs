@@ -68,7 +68,8 @@ impl Writer {
     }
 
     /// Appends a record, rotating first when it would take the current file past the size limit. A failed
-    /// rotation is reported and the record still written (to the current file).
+    /// rotation is reported and the record still written (to the current file). A record that cannot be
+    /// written whole (ENOSPC) is not written at all: the error says so and the log stays readable.
     pub fn write(&mut self, unix_nanos: i64, stream: Stream, data: &[u8]) -> io::Result<()> {
         let record = encode(unix_nanos, stream, data);
         let max = self.limits.max_size;
@@ -77,9 +78,14 @@ impl Writer {
             && self.size + record.len() as u64 > max
             && let Err(e) = self.rotate()
         {
-            eprintln!("cm-monitor: cannot rotate {}: {e}", self.dir.join(LOG_FILE).display());
+            note!("cm-monitor: cannot rotate {}: {e}", self.dir.join(LOG_FILE).display());
         }
-        self.file.write_all(&record)?;
+        if let Err(e) = self.file.write_all(&record) {
+            // A record cut short (the disk filled up in the middle of it) would garble every later one for
+            // readers: take it back, so the log holds whole records only.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
         self.size += record.len() as u64;
         Ok(())
     }

@@ -16,6 +16,15 @@
 //! - [`seccomp`]: docker-format seccomp profiles compiled to BPF by the server, installed by the init
 //! - [`client`]: the server's side of the socket
 
+/// A diagnostic line on stderr (the monitor's is monitor.log) that never panics: with the disk full the write
+/// fails, and a monitor must outlive that (`eprintln!` would panic and take the container with it).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod bundle;
 pub mod client;
 pub mod clone;

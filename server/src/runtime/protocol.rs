@@ -50,6 +50,9 @@ pub enum FromMonitor {
     Exit(ExitInfo),
     /// The exec id named by `SignalExec` or `WaitExec` is unknown.
     NoSuchExec(String),
+    /// The container's output that could not be written to its log (the disk is full), in bytes so far: sent
+    /// to every connection when writing starts failing and when it works again, and to each new connection.
+    LogDropped(u64),
 }
 
 /// A JSON payload (an exec's spec, an exit status); a failure to encode it is the caller's error, never an
@@ -146,6 +149,7 @@ impl FromMonitor {
             FromMonitor::Stderr(d) => frame(12, d),
             FromMonitor::Exit(info) => json_frame(13, info)?,
             FromMonitor::NoSuchExec(id) => frame(14, id.as_bytes()),
+            FromMonitor::LogDropped(n) => frame(15, &n.to_be_bytes()),
         })
     }
 
@@ -156,6 +160,7 @@ impl FromMonitor {
             12 => FromMonitor::Stderr(p),
             13 => FromMonitor::Exit(serde_json::from_slice(&p).map_err(|e| format!("bad exit frame: {e}"))?),
             14 => FromMonitor::NoSuchExec(String::from_utf8_lossy(&p).into_owned()),
+            15 => FromMonitor::LogDropped(u64::from_be_bytes(p.try_into().map_err(|_| "bad log-dropped frame")?)),
             k => return Err(format!("unknown frame type {k}")),
         })
     }
@@ -233,6 +238,9 @@ mod tests {
         let exit = FromMonitor::Exit(ExitInfo { code: 137, signal: 9, ..Default::default() });
         d.push(&exit.encode().unwrap());
         assert_eq!(d.next_from_monitor().unwrap(), Some(exit));
+        let dropped = FromMonitor::LogDropped(1 << 40);
+        d.push(&dropped.encode().unwrap());
+        assert_eq!(d.next_from_monitor().unwrap(), Some(dropped));
     }
 
     #[test]

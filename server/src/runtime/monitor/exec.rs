@@ -21,6 +21,10 @@ pub(super) struct Exec {
     pub(super) owner: u64,
     /// Connections waiting for its exit (WaitExec).
     pub(super) waiters: Vec<u64>,
+    /// Killed when its owner's connection is gone (not started with detach-on-disconnect).
+    pub(super) kill_on_disconnect: bool,
+    /// Whether it was killed for that already.
+    pub(super) killed: bool,
 }
 
 /// Starts the process `spec` asks for in the running container whose init is behind `init_pidfd`:

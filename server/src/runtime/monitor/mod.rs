@@ -48,21 +48,27 @@ pub fn main(dir: &Path) -> i32 {
     let (status_r, status_w) = match pipe2(OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
-            println!("error: pipe: {e}");
+            let _ = writeln!(io::stdout(), "error: pipe: {e}");
             return 1;
         }
     };
     // SAFETY: the monitor is single-threaded here, so fork is safe.
     match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => {
+        Ok(ForkResult::Parent { child }) => {
             drop(status_w);
             // One line: the container's init inherits the pipe until it execs, so EOF would come late.
             let mut status = String::new();
             let _ = io::BufRead::read_line(&mut io::BufReader::new(File::from(status_r)), &mut status);
             let status = if status.is_empty() { "error: the monitor died while starting".to_string() } else { status };
-            print!("{status}");
+            let _ = write!(io::stdout(), "{status}");
             let _ = io::stdout().flush();
-            if status.starts_with("ok") { 0 } else { 1 }
+            if status.starts_with("ok") {
+                0
+            } else {
+                // The monitor failed and is exiting: gone before the server hears of it (nothing left behind).
+                let _ = nix::sys::wait::waitpid(child, None);
+                1
+            }
         }
         Ok(ForkResult::Child) => {
             drop(status_r);
@@ -81,7 +87,7 @@ pub fn main(dir: &Path) -> i32 {
             }
         }
         Err(e) => {
-            println!("error: fork: {e}");
+            let _ = writeln!(io::stdout(), "error: fork: {e}");
             1
         }
     }
@@ -119,6 +125,10 @@ struct Monitor {
     /// The output log, written unbuffered: each record is one write, so Logs sees it at once and a killed
     /// monitor loses nothing. Rotated by size as the bundle says.
     log: logfile::Writer,
+    /// Bytes of the container's output the log could not take (a full disk): counted, never fatal.
+    log_dropped: u64,
+    /// Whether the last write to the log failed (connections hear of a change).
+    log_failing: bool,
 }
 
 impl Monitor {
@@ -225,6 +235,8 @@ impl Monitor {
             clients: Vec::new(),
             next_client: 0,
             log,
+            log_dropped: 0,
+            log_failing: false,
         })
     }
 
@@ -235,7 +247,7 @@ impl Monitor {
     fn run(&mut self) {
         while self.init.exit.is_none() {
             if let Err(e) = self.step() {
-                eprintln!("cm-monitor {}: {e}", self.dir.display());
+                note!("cm-monitor {}: {e}", self.dir.display());
             }
         }
         self.finish();
@@ -285,8 +297,8 @@ impl Monitor {
         let mut gone = Vec::new();
         for slot in ready {
             match slot {
-                Slot::Stdout(who) => self.pump(who, Stream::Stdout)?,
-                Slot::Stderr(who) => self.pump(who, Stream::Stderr)?,
+                Slot::Stdout(who) => self.pump(who, Stream::Stdout),
+                Slot::Stderr(who) => self.pump(who, Stream::Stderr),
                 Slot::Stdin(who) => {
                     if let Some(p) = self.proc_mut(who) {
                         p.feed_stdin();
@@ -299,7 +311,8 @@ impl Monitor {
                 }
                 Slot::Listener => self.accept(),
                 Slot::Client(id) => {
-                    if !self.serve_client(id) {
+                    let hung_up = self.clients.iter().any(|c| c.id == id && c.input_closed);
+                    if hung_up || !self.serve_client(id) {
                         gone.push(id);
                     }
                 }
@@ -308,18 +321,31 @@ impl Monitor {
             }
         }
         self.clients.retain(|c| !gone.contains(&c.id));
+        self.kill_orphaned_execs();
         Ok(())
     }
 
+    /// Kills the execs whose owning connection is gone and that were not started to outlive it (the session
+    /// ended: its client, or the server, died). Once each: the kill is not repeated while it dies.
+    fn kill_orphaned_execs(&mut self) {
+        for e in self.execs.iter_mut().filter(|e| e.kill_on_disconnect && !e.killed) {
+            if !self.clients.iter().any(|c| c.id == e.owner) {
+                note!("cm-monitor: the session of exec {} is gone; killing it", e.id);
+                e.proc.signal(nix::libc::SIGKILL);
+                e.killed = true;
+            }
+        }
+    }
+
     /// Passes output on: the init's to the log and attached connections, an exec's to its owner.
-    fn pump(&mut self, who: Who, stream: Stream) -> io::Result<()> {
-        let Some(data) = self.proc_mut(who).and_then(|p| p.read_output(stream)) else { return Ok(()) };
+    fn pump(&mut self, who: Who, stream: Stream) {
+        let Some(data) = self.proc_mut(who).and_then(|p| p.read_output(stream)) else { return };
         self.deliver(who, stream, data)
     }
 
-    fn deliver(&mut self, who: Who, stream: Stream, data: Vec<u8>) -> io::Result<()> {
+    fn deliver(&mut self, who: Who, stream: Stream, data: Vec<u8>) {
         if who == Who::Init {
-            self.log.write(now_nanos(), stream, &data)?;
+            self.log_output(stream, &data);
         }
         let frame = match stream {
             Stream::Stdout => FromMonitor::Stdout(data),
@@ -333,7 +359,26 @@ impl Monitor {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Appends the init's output to the log. A write that fails (the disk is full) drops the record, counts its
+    /// bytes and tells every connection when the failing starts and when it ends; the container runs on and
+    /// attached connections still get the output.
+    fn log_output(&mut self, stream: Stream, data: &[u8]) {
+        let failed = match self.log.write(now_nanos(), stream, data) {
+            Ok(()) => false,
+            Err(e) => {
+                if !self.log_failing {
+                    note!("cm-monitor: cannot write the container's output to its log, dropping it: {e}");
+                }
+                self.log_dropped += data.len() as u64;
+                true
+            }
+        };
+        if failed != self.log_failing {
+            self.log_failing = failed;
+            self.broadcast(&FromMonitor::LogDropped(self.log_dropped), false);
+        }
     }
 
     /// Sends a frame to every connection (only attached ones, for output). Connections block, with a send
@@ -342,7 +387,7 @@ impl Monitor {
         let Some(frame) = encode(msg) else { return };
         self.clients.retain_mut(|c| {
             (output && !c.attached)
-                || c.stream.write_all(&frame).map_err(|e| eprintln!("cm-monitor: dropping a connection: {e}")).is_ok()
+                || c.stream.write_all(&frame).map_err(|e| note!("cm-monitor: dropping a connection: {e}")).is_ok()
         });
     }
 
@@ -350,7 +395,7 @@ impl Monitor {
         let Some(frame) = encode(msg) else { return };
         self.clients.retain_mut(|c| {
             !ids.contains(&c.id)
-                || c.stream.write_all(&frame).map_err(|e| eprintln!("cm-monitor: dropping a connection: {e}")).is_ok()
+                || c.stream.write_all(&frame).map_err(|e| note!("cm-monitor: dropping a connection: {e}")).is_ok()
         });
     }
 
@@ -359,6 +404,12 @@ impl Monitor {
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
             self.next_client += 1;
+            if self.log_dropped > 0
+                && let Some(frame) = encode(&FromMonitor::LogDropped(self.log_dropped))
+                && (&stream).write_all(&frame).is_err()
+            {
+                continue;
+            }
             self.clients.push(Client {
                 id: self.next_client,
                 stream,
@@ -387,7 +438,7 @@ impl Monitor {
             }
             Ok(n) => n,
             Err(e) => {
-                eprintln!("cm-monitor: dropping a connection: {e}");
+                note!("cm-monitor: dropping a connection: {e}");
                 return false;
             }
         };
@@ -398,7 +449,7 @@ impl Monitor {
                 Ok(Some(frame)) => self.handle(id, frame),
                 Ok(None) => return true,
                 Err(e) => {
-                    eprintln!("cm-monitor: dropping a connection: {e}");
+                    note!("cm-monitor: dropping a connection: {e}");
                     return false;
                 }
             }
@@ -428,8 +479,17 @@ impl Monitor {
                 self.init.receive_console();
                 // Started means the container's command runs: until the init has exec'd, its mount namespace
                 // is half built (no pivot_root yet), and an exec joining it would see the host's files.
-                self.init.wait_for_exec();
+                let failed = self.init.wait_for_exec();
                 self.started = true;
+                if failed {
+                    self.init.reap_blocking();
+                    // The setup failed (125: a mount, the user, the cwd ...): no Started, only the Exit with
+                    // the reason, which finish() sends every connection, so Start fails with it. A command
+                    // that is not found (127) or not executable (126) did start, as in docker's run.
+                    if !matches!(self.init.exit.as_ref().map(|e| e.code), Some(126 | 127)) {
+                        return;
+                    }
+                }
                 self.broadcast(&FromMonitor::Started { pid: self.init_pid() }, false);
             }
             ToMonitor::Stdin(data) => {
@@ -499,7 +559,15 @@ impl Monitor {
                 if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
                     c.exec = Some(key);
                 }
-                self.execs.push(Exec { key, id: spec.exec_id.clone(), proc, owner: client, waiters: Vec::new() });
+                self.execs.push(Exec {
+                    key,
+                    id: spec.exec_id.clone(),
+                    proc,
+                    owner: client,
+                    waiters: Vec::new(),
+                    kill_on_disconnect: spec.kill_on_disconnect,
+                    killed: false,
+                });
                 FromMonitor::Started { pid }
             }
             Err(e) => FromMonitor::Exit(ExitInfo {
@@ -554,19 +622,50 @@ impl Monitor {
         let mut output = Vec::new();
         let exit = self.init.drain(|stream, data| output.push((stream, data)));
         for (stream, data) in output {
-            let _ = self.deliver(Who::Init, stream, data);
+            self.deliver(Who::Init, stream, data);
         }
-        if let Err(e) = crate::store::write_json(Path::new(bundle::EXIT_FILE), &exit) {
-            eprintln!("cm-monitor: cannot record the exit status: {e}");
+        if self.log_dropped > 0 {
+            // The last count, before the exit (counts are otherwise sent when the failing starts and ends).
+            self.broadcast(&FromMonitor::LogDropped(self.log_dropped), false);
         }
-        let frame = FromMonitor::Exit(exit);
+        let recorded = crate::store::write_json(Path::new(bundle::EXIT_FILE), &exit);
+        let frame = FromMonitor::Exit(exit.clone());
         // Execs died with the PID namespace; their owners learn it from the connection closing.
         self.broadcast(&frame, false);
+        if let Err(e) = recorded {
+            note!("cm-monitor: cannot record the exit status: {e}");
+            self.record_exit_later(&exit, e);
+        }
         let _ = std::fs::remove_file(bundle::SOCKET_FILE);
     }
+
+    /// The disk was full when the exit status was to be written: stay, telling every connection that comes
+    /// (a restarted server) the status, and write it once there is space again. Ends when it is written or
+    /// can never be (the container's directory was removed: its record has the exit, or it is gone).
+    fn record_exit_later(&mut self, exit: &ExitInfo, mut error: io::Error) {
+        let Some(frame) = encode(&FromMonitor::Exit(exit.clone())) else { return };
+        while is_disk_full(&error) {
+            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(1000u16));
+            while let Ok((stream, _)) = self.listener.accept() {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+                let _ = (&stream).write_all(&frame);
+            }
+            match crate::store::write_json(Path::new(bundle::EXIT_FILE), exit) {
+                Ok(()) => return,
+                Err(e) => error = e,
+            }
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT: an error that goes away when space is freed.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT))
 }
 
 /// A frame's bytes; a message that cannot be encoded is logged and not sent (never sent empty).
 fn encode(msg: &FromMonitor) -> Option<Vec<u8>> {
-    msg.encode().map_err(|e| eprintln!("cm-monitor: {e}")).ok()
+    msg.encode().map_err(|e| note!("cm-monitor: {e}")).ok()
 }

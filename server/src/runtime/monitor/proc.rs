@@ -291,7 +291,7 @@ impl Proc {
             Ok(WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, sig as i32),
             Ok(_) => return,
             Err(e) => {
-                eprintln!("cm-monitor: waitpid {}: {e}", self.pid);
+                note!("cm-monitor: waitpid {}: {e}", self.pid);
                 (255, 0)
             }
         };

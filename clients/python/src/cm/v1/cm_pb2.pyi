@@ -40,6 +40,7 @@ class ContainerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTAINER_STATE_CREATED: _ClassVar[ContainerState]
     CONTAINER_STATE_RUNNING: _ClassVar[ContainerState]
     CONTAINER_STATE_STOPPED: _ClassVar[ContainerState]
+    CONTAINER_STATE_DAMAGED: _ClassVar[ContainerState]
 
 class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +65,7 @@ CONTAINER_STATE_UNSPECIFIED: ContainerState
 CONTAINER_STATE_CREATED: ContainerState
 CONTAINER_STATE_RUNNING: ContainerState
 CONTAINER_STATE_STOPPED: ContainerState
+CONTAINER_STATE_DAMAGED: ContainerState
 LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
@@ -548,7 +550,7 @@ class RemoveResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Container(_message.Message):
-    __slots__ = ("id", "name", "image", "image_id", "command", "state", "pid", "exit", "created", "started", "spec", "ip_address", "ports")
+    __slots__ = ("id", "name", "image", "image_id", "command", "state", "pid", "exit", "created", "started", "spec", "ip_address", "ports", "log_dropped_bytes", "damage")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -562,6 +564,8 @@ class Container(_message.Message):
     SPEC_FIELD_NUMBER: _ClassVar[int]
     IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
+    LOG_DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DAMAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     image: str
@@ -575,7 +579,9 @@ class Container(_message.Message):
     spec: ContainerSpec
     ip_address: str
     ports: _containers.RepeatedCompositeFieldContainer[PortMapping]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ContainerState, str]] = ..., pid: _Optional[int] = ..., exit: _Optional[_Union[ExitStatus, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spec: _Optional[_Union[ContainerSpec, _Mapping]] = ..., ip_address: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ...) -> None: ...
+    log_dropped_bytes: int
+    damage: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ContainerState, str]] = ..., pid: _Optional[int] = ..., exit: _Optional[_Union[ExitStatus, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spec: _Optional[_Union[ContainerSpec, _Mapping]] = ..., ip_address: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., log_dropped_bytes: _Optional[int] = ..., damage: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("all",)
