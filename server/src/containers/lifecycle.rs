@@ -130,12 +130,9 @@ impl Containers {
             host_network: network.shares_host_namespace(),
             cgroup_join: cgroup.join_files(),
             cgroup_clone_into: cgroup.v2_dir(),
-            // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
-            // container gets no CAP_MKNOD, so it cannot make the nodes the v1 devices cgroup refuses.
-            capabilities: match self.layout {
-                Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
-                Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
-            },
+            // CAP_MKNOD on v1 and v2 alike: the devices cgroup (v1) or the device filter program (v2) refuses
+            // the nodes a container must not use.
+            capabilities: bundle::DEFAULT_CAPABILITIES,
             cgroup_v2: matches!(self.layout, Layout::V2 { .. }),
             etc_files,
             mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),
