@@ -44,10 +44,20 @@ impl DerefMut for TestServer {
 
 impl TestServer {
     pub fn start(extra: &[&str]) -> Result<TestServer> {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`TestServer::start`] with `env` added to the server's environment. A --cgroup-parent in `extra` is
+    /// used instead of the server's own one.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<TestServer> {
+        let given = extra.iter().position(|a| *a == "--cgroup-parent").and_then(|i| extra.get(i + 1));
+        if let Some(parent) = given {
+            return Ok(TestServer { server: CmServer::start_with_env(extra, env)?, parent: parent.to_string() });
+        }
         let parent = format!("cm-e2e-{}-{}", std::process::id(), SERVERS.fetch_add(1, Ordering::Relaxed));
         let mut args = vec!["--cgroup-parent", parent.as_str()];
         args.extend_from_slice(extra);
-        Ok(TestServer { server: CmServer::start_with(&args)?, parent })
+        Ok(TestServer { server: CmServer::start_with_env(&args, env)?, parent })
     }
 
     /// Runs cm-client, failing (instead of blocking) when it takes longer than CLIENT_TIMEOUT.

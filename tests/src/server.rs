@@ -38,6 +38,8 @@ pub struct CmServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// Extra environment of the server process (e.g. a test-only switch).
+    env: Vec<(String, String)>,
 }
 
 impl CmServer {
@@ -49,6 +51,11 @@ impl CmServer {
     /// Starts a server with extra command line arguments. Unless they say otherwise, it gets a bridge, a
     /// subnet and an nftables table of its own (see [`CmServer::bridge`]).
     pub fn start_with(extra_args: &[&str]) -> Result<CmServer> {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// [`CmServer::start_with`], with `env` added to the server's environment (also across restarts).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Result<CmServer> {
         let dir = tempfile::Builder::new().prefix("cm-e2e-").tempdir_in("/tmp")?;
         let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -62,7 +69,8 @@ impl CmServer {
                 extra_args.extend([flag.to_string(), value]);
             }
         }
-        let mut server = CmServer { child: None, dir, extra_args };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut server = CmServer { child: None, dir, extra_args, env };
         server.spawn()?;
         Ok(server)
     }
@@ -94,6 +102,7 @@ impl CmServer {
         cmd.arg("--log-level")
             .arg("debug")
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -270,9 +279,10 @@ impl CmServer {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         let parent = self.cgroup_parent();
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        // v1: one hierarchy per controller directory; v2: /sys/fs/cgroup itself.
+        for hierarchy in crate::harness::hierarchies() {
             for id in &ids {
-                let dir = hierarchy.path().join(&parent).join(id);
+                let dir = hierarchy.join(&parent).join(id);
                 for _ in 0..50 {
                     if !dir.exists() || std::fs::remove_dir(&dir).is_ok() {
                         break;
@@ -280,7 +290,7 @@ impl CmServer {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
-            let _ = std::fs::remove_dir(hierarchy.path().join(&parent));
+            let _ = std::fs::remove_dir(hierarchy.join(&parent));
         }
         // The bridge and the table outlive a server by design (running containers keep their network).
         if self.bridge() != "none" {

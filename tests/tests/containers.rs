@@ -728,7 +728,7 @@ fn root_in_a_container_has_dockers_default_capabilities_and_devices_and_a_user_n
     ensure!(!out.status.success(), "mount succeeded in a container: {}", summary(&out));
     // What it keeps works: NET_RAW (ping's socket) and CHOWN.
     w.server.cli_ok(&["run", "--rm", &w.image, "sh", "-c", "chown 1234 /tmp && ping -c 1 -W 1 127.0.0.1"])?;
-    // A device node of the host's disks cannot be used (v1: the devices cgroup; v2: no CAP_MKNOD to make it).
+    // A device node of the host's disks cannot be used (v1: the devices cgroup; v2: the device filter program).
     let script = "mknod /tmp/disk b 8 0; head -c 1 /tmp/disk >/dev/null && echo READ";
     let out = w.server.cli(&["run", "--rm", &w.image, "sh", "-c", script])?;
     ensure!(!stdout(&out).contains("READ"), "a disk node was read: {}", summary(&out));

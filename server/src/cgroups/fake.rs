@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::Layout;
+use super::devices::Insn;
 use super::fs::{CgroupFs, controller_set};
 
 pub(crate) struct FakeCgroup2 {
@@ -24,6 +25,8 @@ pub(crate) struct FakeCgroup2 {
     unkillable: Mutex<bool>,
     /// A dir whose first mkdir finds its parent removed (by another container's destroy).
     parent_vanishes: Mutex<Option<PathBuf>>,
+    /// Device filters attached: (cgroup dir, program).
+    filters: Mutex<Vec<(PathBuf, Vec<Insn>)>>,
 }
 
 impl FakeCgroup2 {
@@ -43,6 +46,7 @@ impl FakeCgroup2 {
             refused: Mutex::default(),
             unkillable: Mutex::default(),
             parent_vanishes: Mutex::default(),
+            filters: Mutex::default(),
         })
     }
 
@@ -88,6 +92,12 @@ impl FakeCgroup2 {
 
     pub fn all_writes(&self) -> Vec<(PathBuf, String)> {
         self.writes.lock().unwrap().clone()
+    }
+
+    /// The device filter programs attached to the cgroup at `relative`.
+    pub fn filters_of(&self, relative: &str) -> Vec<Vec<Insn>> {
+        let path = self.path(relative);
+        self.filters.lock().unwrap().iter().filter(|(p, _)| *p == path).map(|(_, f)| f.clone()).collect()
     }
 
     pub fn killed(&self) -> Vec<i32> {
@@ -216,5 +226,14 @@ impl CgroupFs for FakeCgroup2 {
             return Ok(());
         }
         self.remove_pid(pid)
+    }
+
+    /// The kernel attaches to a cgroup that exists (the program itself is checked in devices' tests).
+    fn attach_device_filter(&self, dir: &Path, program: &[Insn]) -> io::Result<()> {
+        if !dir.join("cgroup.procs").exists() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no cgroup {}", dir.display())));
+        }
+        self.filters.lock().unwrap().push((dir.to_path_buf(), program.to_vec()));
+        Ok(())
     }
 }

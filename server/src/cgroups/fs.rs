@@ -11,6 +11,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::devices::Insn;
+
 /// The kernel side of cgroupfs.
 pub(crate) trait CgroupFs: Send + Sync {
     /// mkdir: the kernel fills the new cgroup with its interface files.
@@ -21,6 +23,8 @@ pub(crate) trait CgroupFs: Send + Sync {
     fn write(&self, path: &Path, value: &str) -> io::Result<()>;
     /// Sends SIGKILL to `pid`; a process that is already gone is not an error.
     fn kill(&self, pid: i32) -> io::Result<()>;
+    /// v2: loads the device filter `program` and attaches it to the cgroup `dir` (see [`super::devices`]).
+    fn attach_device_filter(&self, dir: &Path, program: &[Insn]) -> io::Result<()>;
 }
 
 /// The real cgroupfs of this host.
@@ -44,6 +48,10 @@ impl CgroupFs for HostFs {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn attach_device_filter(&self, dir: &Path, program: &[Insn]) -> io::Result<()> {
+        super::devices::attach(dir, program)
     }
 }
 

@@ -6,6 +6,7 @@
 //! its v2 logic cannot run against a fake tree), ignores failures to enable controllers and to copy cpusets, and
 //! pulls in zbus and a second nix.
 
+mod devices;
 mod fs;
 mod limits;
 mod stats;
@@ -72,6 +73,14 @@ impl Layout {
         ))
     }
 
+    /// "cgroup v2 (unified hierarchy at /sys/fs/cgroup)", for the server's log.
+    pub fn describe(&self) -> String {
+        match self {
+            Layout::V1 { root } => format!("cgroup v1 (controller hierarchies under {})", root.display()),
+            Layout::V2 { root } => format!("cgroup v2 (unified hierarchy at {})", root.display()),
+        }
+    }
+
     /// The directory the layout's cgroup filesystems are under.
     #[cfg(test)]
     pub fn root(&self) -> &Path {
@@ -84,6 +93,8 @@ impl Layout {
 /// A container's cgroup (one dir per v1 controller, or one v2 dir).
 pub struct Cgroup {
     v2: bool,
+    /// How many directories the parent is ("cm": 1, "delegated/cm": 2).
+    levels: usize,
     /// (controller names of the hierarchy, e.g. "memory" or "cpu,cpuacct", or "" on v2; the container's dir).
     dirs: Vec<(String, PathBuf)>,
     fs: Arc<dyn CgroupFs>,
@@ -115,7 +126,7 @@ impl Cgroup {
         limits: &Limits,
     ) -> io::Result<Cgroup> {
         limits.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        check_name("parent", parent)?;
+        check_parent(parent)?;
         check_name("id", id)?;
         let cgroup = Self::open_with(fs, layout, parent, id);
         let made = match layout {
@@ -137,16 +148,20 @@ impl Cgroup {
 
     /// [`Cgroup::open`] in the cgroup filesystem `fs`.
     pub(crate) fn open_with(fs: Arc<dyn CgroupFs>, layout: &Layout, parent: &str, id: &str) -> Cgroup {
+        let levels = parent.split('/').count();
         match layout {
             Layout::V1 { root } => Cgroup {
                 v2: false,
+                levels,
                 dirs: v1::hierarchies(root)
                     .into_iter()
                     .map(|(name, mount)| (name, mount.join(parent).join(id)))
                     .collect(),
                 fs,
             },
-            Layout::V2 { root } => Cgroup { v2: true, dirs: vec![(String::new(), root.join(parent).join(id))], fs },
+            Layout::V2 { root } => {
+                Cgroup { v2: true, levels, dirs: vec![(String::new(), root.join(parent).join(id))], fs }
+            }
         }
     }
 
@@ -275,6 +290,14 @@ impl Cgroup {
         self.dirs.clone()
     }
 
+    /// The levels of a nested parent above its last one, outermost first ("a/b/cm": a, a/b), under `dir` (one
+    /// of the container's dirs). Created when missing, never removed: they are the subtree delegated to cm.
+    fn upper_levels(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut upper: Vec<PathBuf> = dir.ancestors().skip(2).take(self.levels - 1).map(Path::to_path_buf).collect();
+        upper.reverse();
+        upper
+    }
+
     /// The container's dir in the v1 hierarchy that has `controller` (on v2: the one dir).
     fn dir_of(&self, controller: &str) -> Option<&Path> {
         self.dirs
@@ -288,7 +311,22 @@ impl Cgroup {
     }
 }
 
-/// A parent or id must be one plain path component, so the cgroup cannot land outside cm's directory.
+/// A parent is one or more plain path components ("cm", or "delegated/cm" under a delegated subtree), so the
+/// cgroup cannot land outside the hierarchy.
+fn check_parent(parent: &str) -> io::Result<()> {
+    parent.split('/').try_for_each(|level| check_name("parent", level)).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "invalid cgroup parent {parent:?}: it must be a relative path of plain components (such as cm or \
+                 delegated/cm), without . or .."
+            ),
+        )
+    })
+}
+
+/// An id (or one level of a parent) must be one plain path component, so the cgroup cannot land outside cm's
+/// directory.
 fn check_name(what: &str, name: &str) -> io::Result<()> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
         return Err(io::Error::new(
@@ -363,6 +401,11 @@ mod tests {
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
         }
         assert!(check_name("id", "0123abcd").is_ok());
+        for bad in ["", "/cm", "cm/", "a//cm", "a/../cm", "./cm", "a/.."] {
+            let err = check_parent(bad).unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+        assert!(check_parent("cm").is_ok() && check_parent("system.slice/cm.service/cm").is_ok());
         let layout = Layout::V2 { root: PathBuf::from("/nonexistent") };
         assert!(Cgroup::create(&layout, "cm", "../x", &Limits::default()).is_err());
     }

@@ -59,6 +59,12 @@ pub(super) fn create(cgroup: &Cgroup, root: &Path, limits: &Limits) -> io::Resul
     for (names, dir) in &cgroup.dirs {
         let cpuset = names.split(',').any(|n| n == "cpuset");
         let parent = dir.parent().expect("a container dir has a parent");
+        for level in cgroup.upper_levels(dir) {
+            ensure_dir(&*cgroup.fs, &level)?;
+            if cpuset {
+                inherit_cpuset(cgroup, &level)?;
+            }
+        }
         retry_if_parent_vanished(parent, || {
             ensure_dir(&*cgroup.fs, parent)?;
             if cpuset {
@@ -388,6 +394,29 @@ mod tests {
     }
 
     #[test]
+    fn v1_nested_parent_is_made_at_every_level_cpusets_included_and_only_its_last_level_removed() {
+        let Some(layout) = v1_layout("v1_nested_parent") else { return };
+        let upper = parent_name("nested");
+        let limits = Limits { pids: Some(32), ..Limits::default() };
+        let cgroup = Cgroup::create(&layout, &format!("{upper}/cm"), "c1", &limits).unwrap();
+        let guard = Guard { cgroup, child: None };
+        let pids = guard.cgroup.dir_of("pids").unwrap().to_path_buf();
+        assert!(pids.ends_with(format!("{upper}/cm/c1")), "{}", pids.display());
+        assert_eq!(read(&pids.join("pids.max")), "32");
+        if let Some(cpuset) = guard.cgroup.dir_of("cpuset") {
+            assert!(!read(&cpuset.join("cpuset.cpus")).is_empty(), "every level got the parent's cpus");
+        }
+        let dirs = guard.cgroup.paths();
+        drop(guard);
+        for (_, dir) in dirs {
+            assert!(!dir.exists() && !dir.parent().unwrap().exists(), "{} or its parent left", dir.display());
+            let upper = dir.parent().unwrap().parent().unwrap();
+            assert!(upper.is_dir(), "the upper level is not cm's to remove");
+            std::fs::remove_dir(upper).unwrap();
+        }
+    }
+
+    #[test]
     fn v1_create_without_limits_leaves_the_defaults() {
         let Some(layout) = v1_layout("v1_create_without_limits_leaves_the_defaults") else { return };
         let cgroup = Cgroup::create(&layout, &parent_name("defaults"), "c1", &Limits::default()).unwrap();
@@ -413,6 +442,9 @@ mod tests {
         }
         fn kill(&self, pid: i32) -> io::Result<()> {
             HostFs.kill(pid)
+        }
+        fn attach_device_filter(&self, dir: &Path, program: &[super::super::devices::Insn]) -> io::Result<()> {
+            HostFs.attach_device_filter(dir, program)
         }
     }
 

@@ -4,6 +4,7 @@
 use std::io;
 use std::path::Path;
 
+use super::devices;
 use super::fs::{controller_set, ensure_dir, read_file};
 use super::{Cgroup, Limits, missing_controller, retry_if_parent_vanished};
 
@@ -12,7 +13,8 @@ const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "io"];
 /// cpu.max period: the quota is CPU time per 100 ms.
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// Enables the controllers in cgroup.subtree_control of the root and the parent, makes the container's dir
+/// Enables the controllers in cgroup.subtree_control of the root and every level of the parent (making the
+/// levels that are missing), makes the container's dir
 /// (`cgroup`'s one dir, from [`Cgroup::open`]) and applies `limits`.
 pub(super) fn create(cgroup: &Cgroup, root: &Path, limits: &Limits) -> io::Result<()> {
     let available = read_file(&root.join("cgroup.controllers"))?;
@@ -26,11 +28,17 @@ pub(super) fn create(cgroup: &Cgroup, root: &Path, limits: &Limits) -> io::Resul
     let dir = &cgroup.dirs[0].1;
     let parent = dir.parent().expect("a container dir has a parent");
     enable_controllers(cgroup, root, &wanted)?;
+    for level in cgroup.upper_levels(dir) {
+        ensure_dir(&*cgroup.fs, &level)?;
+        enable_controllers(cgroup, &level, &wanted)?;
+    }
     retry_if_parent_vanished(parent, || {
         ensure_dir(&*cgroup.fs, parent)?;
         enable_controllers(cgroup, parent, &wanted)?;
         ensure_dir(&*cgroup.fs, dir)
     })?;
+    // What the v1 devices cgroup does ([`super::v1::ALLOWED_DEVICES`]), before any process is in the cgroup.
+    cgroup.fs.attach_device_filter(dir, &devices::default_program())?;
     apply_limits(cgroup, dir, limits)
 }
 
@@ -77,6 +85,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::fake::FakeCgroup2;
+    use super::super::fs::CgroupFs;
     use super::super::{Cgroup, Limits};
 
     const MIB: u64 = 1024 * 1024;
@@ -107,6 +116,35 @@ mod tests {
         create(&fake, "c1", &limits()).unwrap();
         assert_eq!(fake.writes_to("cgroup.subtree_control"), vec!["+memory +cpu +pids +io"]);
         assert_eq!(fake.read("cm/c1/cgroup.controllers"), "cpu io memory pids");
+    }
+
+    #[test]
+    fn create_attaches_the_device_filter_to_the_containers_cgroup_only() {
+        let fake = FakeCgroup2::new("cpu memory pids");
+        create(&fake, "c1", &limits()).unwrap();
+        assert_eq!(fake.filters_of("cm/c1"), vec![crate::cgroups::devices::default_program()]);
+        assert!(fake.filters_of("cm").is_empty() && fake.filters_of("").is_empty());
+    }
+
+    #[test]
+    fn a_nested_parent_gets_the_controllers_at_every_level_and_only_its_last_level_is_removed() {
+        let fake = FakeCgroup2::new("cpu memory pids");
+        // An administrator's delegated subtree, with the controllers already enabled in it.
+        fake.write(&fake.path("cgroup.subtree_control"), "+cpu +memory +pids").unwrap();
+        fake.create_dir(&fake.path("delegated")).unwrap();
+        fake.write(&fake.path("delegated/cgroup.subtree_control"), "+cpu +memory +pids").unwrap();
+        let cgroup = Cgroup::create_with(fake.clone(), &fake.layout(), "delegated/x/cm", "c1", &limits()).unwrap();
+        assert_eq!(cgroup.paths(), vec![(String::new(), fake.path("delegated/x/cm/c1"))]);
+        assert_eq!(fake.writes_to("delegated/cgroup.subtree_control").len(), 1, "already enabled there");
+        for level in
+            ["cgroup.subtree_control", "delegated/x/cgroup.subtree_control", "delegated/x/cm/cgroup.subtree_control"]
+        {
+            assert_eq!(fake.read(level), "cpu memory pids", "{level}");
+        }
+        assert_eq!(fake.read("delegated/x/cm/c1/memory.max"), (64 * MIB).to_string());
+        cgroup.destroy().unwrap();
+        assert!(!fake.path("delegated/x/cm").exists());
+        assert!(fake.path("delegated/x").is_dir(), "the levels above cm's own are not cm's to remove");
     }
 
     #[test]

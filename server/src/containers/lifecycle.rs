@@ -130,16 +130,10 @@ impl Containers {
             std::fs::create_dir_all(c.dir.join("empty")).map_err(io("creating an empty layer"))?;
             lower.push(c.dir.join("empty").display().to_string());
         }
-        // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
-        // container gets no CAP_MKNOD by default, so it cannot make the nodes the v1 devices cgroup
-        // refuses. --cap-add and --cap-drop apply to that set.
-        let capabilities = config
-            .privileges
-            .capabilities(match self.layout {
-                Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
-                Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
-            })
-            .map_err(ContainerError::Invalid)?;
+        // Docker's default set with CAP_MKNOD on v1 and v2 alike (the devices cgroup on v1, the device filter
+        // program on v2, refuses the nodes a container must not use), then --cap-add and --cap-drop.
+        let capabilities =
+            config.privileges.capabilities(bundle::DEFAULT_CAPABILITIES).map_err(ContainerError::Invalid)?;
         // Compiled for the container's final capabilities, as docker's profile has groups for some; a
         // privileged container has no seccomp filter (as docker's --privileged).
         let seccomp = if config.privileges.privileged {

@@ -174,7 +174,9 @@ impl Containers {
         options: RuntimeOptions,
         events: Arc<Events>,
     ) -> anyhow::Result<Arc<Containers>> {
-        let cgroups = (Layout::detect()?, Arc::new(HostFs) as Arc<dyn CgroupFs>);
+        let layout = Layout::detect()?;
+        tracing::info!("cgroups: {}", layout.describe());
+        let cgroups = (layout, Arc::new(HostFs) as Arc<dyn CgroupFs>);
         Self::open_with(root, images, options, events, cgroups, client::MonitorBinary::beside_server()?).await
     }
 

@@ -171,6 +171,10 @@ impl Bundle {
 pub struct MonitorInfo {
     pub monitor_pid: i32,
     pub init_pid: i32,
+    /// cgroup v2: the init was born in the container's cgroup (clone3 with CLONE_INTO_CGROUP) rather than
+    /// joining it through cgroup.procs. For tests and diagnosis.
+    #[serde(default)]
+    pub cloned_into_cgroup: bool,
 }
 
 /// How the container's main process ended.
@@ -203,10 +207,9 @@ pub struct ExecSpec {
 
 /// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
 /// NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP (bits 0 1 3 4 5 6 7 8 10 13 18 27 29 31).
+/// MKNOD is harmless because the devices cgroup (v1) or the device filter program (v2) refuses the nodes it
+/// could make but docker's allow-list does not name.
 pub const DEFAULT_CAPABILITIES: u64 = 0xa804_25fb;
-
-/// CAP_MKNOD: harmless only where the devices cgroup refuses the nodes it could make (cgroup v1 here).
-pub const CAP_MKNOD: u64 = 1 << 27;
 
 fn default_capabilities() -> u64 {
     DEFAULT_CAPABILITIES

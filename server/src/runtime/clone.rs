@@ -27,6 +27,10 @@ struct CloneArgs {
 /// CLONE_INTO_CGROUP (linux/sched.h), a 64-bit clone3-only flag.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
+/// Set (to anything) in cm-server's environment, this makes its monitors clone without CLONE_INTO_CGROUP, as on
+/// a kernel without it, so the fallback (the child joins its cgroup itself) can be tested on any v2 kernel.
+pub const NO_CLONE_INTO_CGROUP_ENV: &str = "CM_TEST_NO_CLONE_INTO_CGROUP";
+
 /// Where a clone put its child: Ok(0) in the child, Ok(pid) in the parent.
 pub struct Cloned {
     pub pid: i32,
@@ -41,7 +45,7 @@ pub struct Cloned {
 /// The caller must be single-threaded; the child continues on a copy of the caller's stack and must only
 /// exec or _exit in the end (like after fork).
 pub unsafe fn clone(flags: i32, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Cloned> {
-    if let Some(cgroup) = cgroup {
+    if let Some(cgroup) = cgroup.filter(|_| std::env::var_os(NO_CLONE_INTO_CGROUP_ENV).is_none()) {
         let args = CloneArgs {
             flags: flags as u64 | CLONE_INTO_CGROUP,
             exit_signal: nix::libc::SIGCHLD as u64,

@@ -215,7 +215,11 @@ impl Monitor {
         let listener = UnixListener::bind(bundle::SOCKET_FILE)?;
         listener.set_nonblocking(true)?;
         std::fs::set_permissions(bundle::SOCKET_FILE, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        let info = MonitorInfo { monitor_pid: std::process::id() as i32, init_pid: init.pid };
+        let info = MonitorInfo {
+            monitor_pid: std::process::id() as i32,
+            init_pid: init.pid,
+            cloned_into_cgroup: cloned.in_cgroup,
+        };
         // Rewritten at every start; only a running server reads it.
         let info = serde_json::to_vec(&info).map_err(io::Error::other)?;
         crate::store::write_replace(Path::new(bundle::MONITOR_FILE), &info)?;
