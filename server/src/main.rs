@@ -7,10 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use cm_api::Address;
+use cm_api::cri::image_service_server::ImageServiceServer;
+use cm_api::cri::runtime_service_server::RuntimeServiceServer;
 use cm_api::v1::container_service_server::ContainerServiceServer;
 use cm_server::{
-    BRIDGE, BridgeNetwork, ContainerApi, Containers, Events, ImageStore, Ipv4Net, Limits, Listener, LogLimits,
-    NetworkOptions, Networks, RegistryOptions, RuntimeOptions, bind, parse_cpus, parse_memory, unix_incoming,
+    BRIDGE, BridgeNetwork, ContainerApi, Containers, CriImages, CriRuntime, Events, ImageStore, Ipv4Net, Limits,
+    Listener, LogLimits, NetworkOptions, Networks, NoPodNetwork, PodNetwork, Pods, RegistryOptions, RuntimeOptions,
+    bind, parse_cpus, parse_memory, unix_incoming,
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -61,6 +64,10 @@ struct Args {
     /// Log files kept per container when rotating, the current one included.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     log_max_files: u32,
+    /// Also serve Kubernetes CRI v1 (RuntimeService and ImageService) on this address (unix:/path), e.g.
+    /// unix:/run/cm/cri.sock. Off unless given.
+    #[arg(long = "cri-listen", value_name = "ADDR")]
+    cri_listen: Option<Address>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as cm_server=debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -90,18 +97,34 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     for address in &args.listen {
         listeners.push((address.clone(), bind(address, args.group.as_deref()).await?));
     }
+    let cri_listener = match &args.cri_listen {
+        Some(address) => {
+            if let Some(dir) = address.to_string().strip_prefix("unix:").map(|p| p.trim_start_matches("//"))
+                && let Some(parent) = std::path::Path::new(dir).parent()
+            {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            Some((address.clone(), bind(address, None).await?))
+        }
+        None => None,
+    };
     let sockets: Vec<PathBuf> = listeners
         .iter()
+        .chain(cri_listener.iter())
         .filter_map(|(_, l)| if let Listener::Unix(_, path) = l { Some(path.clone()) } else { None })
         .collect();
-    let result = serve_on(args, listeners).await;
+    let result = serve_on(args, listeners, cri_listener).await;
     for path in sockets {
         let _ = std::fs::remove_file(path);
     }
     result
 }
 
-async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Result<()> {
+async fn serve_on(
+    args: Args,
+    listeners: Vec<(Address, Listener)>,
+    cri_listener: Option<(Address, Listener)>,
+) -> anyhow::Result<()> {
     let images_root = args.root.join("images");
     let images = tokio::task::spawn_blocking(move || ImageStore::open(&images_root))
         .await?
@@ -135,7 +158,22 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Re
     if reclaimed > 0 {
         tracing::info!(reclaimed, "removed content left by an interrupted pull");
     }
-    let api = ContainerApi::new(images, RegistryOptions { insecure: args.insecure_registry.clone() }, containers);
+    let registry = RegistryOptions { insecure: args.insecure_registry.clone() };
+    // The CRI: pods over the same containers and images.
+    let cri = match cri_listener {
+        Some(listener) => {
+            let network: Arc<dyn PodNetwork> =
+                Arc::new(NoPodNetwork("no CNI network is configured: pods get loopback only".into()));
+            let pods = Pods::open(&args.root, containers.clone(), network)
+                .await
+                .with_context(|| format!("cannot load the pods under {}", args.root.display()))?;
+            let runtime = RuntimeServiceServer::new(CriRuntime::new(pods));
+            let images = ImageServiceServer::new(CriImages::new(images.clone(), registry.clone(), containers.clone()));
+            Some((listener, runtime, images))
+        }
+        None => None,
+    };
+    let api = ContainerApi::new(images, registry, containers);
     let api = ContainerServiceServer::new(api);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -171,6 +209,25 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Re
             }
         }
         tracing::info!(%address, "listening");
+    }
+    if let Some(((address, listener), runtime, images)) = cri {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cm_api::cri::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let router = Server::builder().add_service(reflection).add_service(runtime).add_service(images);
+        let mut stop = shutdown_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match listener {
+            Listener::Unix(l, _) => {
+                servers.spawn(router.serve_with_incoming_shutdown(unix_incoming(l), shutdown));
+            }
+            Listener::Tcp(l) => {
+                servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown));
+            }
+        }
+        tracing::info!(%address, "CRI listening");
     }
     tracing::info!(root = %args.root.display(), "cm-server ready");
 

@@ -215,6 +215,37 @@ impl CmServer {
     }
 }
 
+/// Generated CRI clients on one connection.
+pub struct CriClients {
+    /// runtime.v1.RuntimeService.
+    pub runtime: cm_api::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    /// runtime.v1.ImageService.
+    pub images: cm_api::cri::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+}
+
+impl CmServer {
+    /// The CRI socket (the server's --cri-listen unix:PATH).
+    pub fn cri_socket(&self) -> PathBuf {
+        let flag = self.flag("--cri-listen").unwrap_or_default();
+        PathBuf::from(flag.strip_prefix("unix:").unwrap_or(&flag).trim_start_matches("//").to_string())
+    }
+
+    /// The CRI runtime and image service clients (the generated stubs) on the CRI socket.
+    pub async fn cri(&self) -> Result<CriClients> {
+        let path = self.cri_socket();
+        let channel = tonic::transport::Endpoint::from_static("http://cri.sock")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+            }))
+            .await?;
+        Ok(CriClients {
+            runtime: cm_api::cri::runtime_service_client::RuntimeServiceClient::new(channel.clone()),
+            images: cm_api::cri::image_service_client::ImageServiceClient::new(channel),
+        })
+    }
+}
+
 fn split_flags<'a>(args: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
     let mut flags = Vec::new();
     let mut i = 0;
@@ -280,6 +311,15 @@ impl CmServer {
                 }
             }
             let _ = std::fs::remove_dir(hierarchy.path().join(&parent));
+        }
+        // Pods' namespace files are bind mounts that outlive the server by design (a failed test leaves them).
+        for pod in std::fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten() {
+            for kind in ["net", "ipc", "uts", "pid"] {
+                let file = pod.path().join("ns").join(kind);
+                if file.exists() {
+                    let _ = nix::mount::umount2(&file, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
         }
         // The bridge and the table outlive a server by design (running containers keep their network).
         if self.bridge() != "none" {

@@ -79,6 +79,7 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
         auto_remove: spec.auto_remove,
         labels: spec.labels.into_iter().collect(),
         stop_signal: spec.stop_signal,
+        pod: Default::default(),
     })
 }
 

@@ -2,6 +2,7 @@
 //! Thin by design: no Linux work happens here.
 
 mod containers;
+pub mod cri;
 mod events;
 mod exec;
 mod images;

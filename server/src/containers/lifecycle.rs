@@ -57,7 +57,7 @@ impl Containers {
         let cgroup = Cgroup::create_with(
             self.cgroup_fs.clone(),
             &self.layout,
-            &self.options.cgroup_parent,
+            &self.cgroup_parent_of(&record),
             &c.id,
             &config.limits,
         )
@@ -101,8 +101,17 @@ impl Containers {
         for stale in [bundle::EXIT_FILE, bundle::MONITOR_FILE] {
             let _ = std::fs::remove_file(c.dir.join(stale));
         }
-        let etc_files =
-            etc::write_files(&c.dir, config, network.shares_host_namespace()).map_err(io("writing /etc files"))?;
+        let etc_files = match &config.pod.etc_dir {
+            // A pod's containers share its files.
+            Some(dir) => ["hosts", "hostname", "resolv.conf"]
+                .iter()
+                .map(|name| (dir.join(name), format!("/etc/{name}")))
+                .filter(|(file, _)| file.exists())
+                .collect(),
+            None => {
+                etc::write_files(&c.dir, config, network.shares_host_namespace()).map_err(io("writing /etc files"))?
+            }
+        };
         let mut lower: Vec<String> =
             config.chain_ids.iter().rev().map(|id| id.trim_start_matches("sha256:").to_string()).collect();
         if lower.is_empty() {
@@ -132,14 +141,18 @@ impl Containers {
             cgroup_clone_into: cgroup.v2_dir(),
             // cgroup v2 refuses devices only through a BPF program, which cm does not load yet: there a
             // container gets no CAP_MKNOD, so it cannot make the nodes the v1 devices cgroup refuses.
-            capabilities: match self.layout {
-                Layout::V1 { .. } => bundle::DEFAULT_CAPABILITIES,
-                Layout::V2 { .. } => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
+            capabilities: match (config.pod.capabilities, &self.layout) {
+                (Some(set), _) => set,
+                (None, Layout::V1 { .. }) => bundle::DEFAULT_CAPABILITIES,
+                (None, Layout::V2 { .. }) => bundle::DEFAULT_CAPABILITIES & !bundle::CAP_MKNOD,
             },
             cgroup_v2: matches!(self.layout, Layout::V2 { .. }),
             etc_files,
             mounts: config.mounts.iter().map(MountConfig::to_bundle).collect(),
             log: self.options.log_limits,
+            join_namespaces: config.pod.join_namespaces.clone(),
+            holder: config.pod.holder,
+            cri_log: config.pod.cri_log.clone(),
         };
         let bytes =
             serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(format!("encoding the bundle: {e}")))?;
@@ -190,7 +203,7 @@ impl Containers {
     pub(super) async fn exited(self: &Arc<Self>, c: &Arc<Container>, exit: ExitInfo) {
         // Held until the network is taken down too, so a start cannot slip in between.
         let lifecycle = c.lifecycle.lock().await;
-        let cgroup = self.cgroup(&c.id);
+        let cgroup = self.cgroup(c);
         let oom_killed = cgroup.oom_kills() > 0;
         if let Err(e) = remove_cgroup(cgroup).await {
             tracing::warn!(container = %c.id, error = %e, "cannot remove the cgroup");
@@ -216,6 +229,41 @@ impl Containers {
             && let Err(e) = self.remove(c, true).await
         {
             tracing::warn!(container = %c.id, error = %e, "auto-remove failed");
+        }
+    }
+
+    /// Changes a container's limits: recorded for its next start, and applied to its cgroup if it runs.
+    pub async fn update_limits(
+        &self,
+        c: &Arc<Container>,
+        limits: crate::cgroups::Limits,
+    ) -> Result<(), ContainerError> {
+        limits.validate().map_err(ContainerError::Invalid)?;
+        let _lifecycle = c.lifecycle.lock().await;
+        if c.record().state.status == ContainerStatus::Running {
+            self.cgroup(c).update(&limits).map_err(ContainerError::Limits)?;
+        }
+        c.update(|r| {
+            let l = &mut r.config.limits;
+            l.memory_bytes = limits.memory_bytes.or(l.memory_bytes);
+            l.cpu_millis = limits.cpu_millis.or(l.cpu_millis);
+            l.pids = limits.pids.or(l.pids);
+        })
+    }
+
+    /// Asks the monitor to open the container's CRI log file again (after the kubelet rotated it).
+    pub async fn reopen_log(&self, c: &Arc<Container>) -> Result<(), ContainerError> {
+        let mut conn = self.connect(c).await?;
+        conn.writer.send(ToMonitor::ReopenLog).await.map_err(ContainerError::MonitorLost)?;
+        loop {
+            match conn.reader.next().await.map_err(ContainerError::MonitorLost)? {
+                Some(FromMonitor::Started { .. }) => return Ok(()),
+                Some(FromMonitor::Stderr(why)) => {
+                    return Err(ContainerError::Internal(String::from_utf8_lossy(&why).into_owned()));
+                }
+                Some(_) => continue,
+                None => return Err(ContainerError::Stopped(c.shown())),
+            }
         }
     }
 
@@ -278,7 +326,7 @@ impl Containers {
         if !self.table.lock().unwrap().contains_key(&c.id) {
             return Ok(()); // removed meanwhile (auto-remove)
         }
-        let _ = remove_cgroup(self.cgroup(&c.id)).await;
+        let _ = remove_cgroup(self.cgroup(c)).await;
         if let Ok(network) = self.network_of(&c.record()) {
             network.release(&c.id);
         }

@@ -115,6 +115,8 @@ struct Monitor {
     /// The output log, written unbuffered: each record is one write, so Logs sees it at once and a killed
     /// monitor loses nothing. Rotated by size as the bundle says.
     log: logfile::Writer,
+    /// The kubelet's log of the container's output, in the CRI format, when the bundle names one.
+    cri_log: Option<logfile::CriWriter>,
 }
 
 impl Monitor {
@@ -141,6 +143,25 @@ impl Monitor {
             nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS | nix::libc::CLONE_NEWIPC | nix::libc::CLONE_NEWPID;
         if !bundle.host_network {
             flags |= nix::libc::CLONE_NEWNET;
+        }
+        // Joined namespaces are not made new: the init enters net, IPC and UTS by path itself; a PID namespace
+        // is entered here, as setns(CLONE_NEWPID) only places the children made after it.
+        for join in &bundle.join_namespaces {
+            let flag =
+                join.flag().ok_or_else(|| io::Error::other(format!("cannot join a {:?} namespace", join.kind)))?;
+            flags &= !flag;
+            if flag == nix::libc::CLONE_NEWPID {
+                let ns = File::open(&join.path)
+                    .map_err(|e| io::Error::other(format!("opening {}: {e}", join.path.display())))?;
+                // SAFETY: setns on a namespace file we opened; affects only our future children.
+                if unsafe { nix::libc::setns(ns.as_raw_fd(), nix::libc::CLONE_NEWPID) } < 0 {
+                    return Err(io::Error::other(format!(
+                        "joining the PID namespace {}: {}",
+                        join.path.display(),
+                        io::Error::last_os_error()
+                    )));
+                }
+            }
         }
         // cgroup v2: children are cloned straight into the container's cgroup.
         let cgroup_dir = match &bundle.cgroup_clone_into {
@@ -184,6 +205,7 @@ impl Monitor {
         let info = serde_json::to_vec(&info).map_err(io::Error::other)?;
         crate::store::write_replace(Path::new(bundle::MONITOR_FILE), &info)?;
         let log = logfile::Writer::open(Path::new("."), bundle.log)?;
+        let cri_log = bundle.cri_log.as_deref().map(logfile::CriWriter::open).transpose()?;
         Ok(Monitor {
             dir: dir.to_path_buf(),
             bundle,
@@ -199,6 +221,7 @@ impl Monitor {
             clients: Vec::new(),
             next_client: 0,
             log,
+            cri_log,
         })
     }
 
@@ -288,7 +311,13 @@ impl Monitor {
 
     fn deliver(&mut self, who: Who, stream: Stream, data: Vec<u8>) -> io::Result<()> {
         if who == Who::Init {
-            self.log.write(now_nanos(), stream, &data)?;
+            let now = now_nanos();
+            if let Some(cri) = &mut self.cri_log
+                && let Err(e) = cri.write(now, stream, &data)
+            {
+                eprintln!("cm-monitor: cannot write the CRI log: {e}");
+            }
+            self.log.write(now, stream, &data)?;
         }
         let frame = match stream {
             Stream::Stdout => FromMonitor::Stdout(data),
@@ -426,6 +455,14 @@ impl Monitor {
                         FromMonitor::Started { pid: e.proc.pid }
                     }
                     None => FromMonitor::NoSuchExec(exec_id),
+                };
+                self.send_to(&[client], &reply);
+            }
+            ToMonitor::ReopenLog => {
+                let reply = match self.cri_log.as_mut().map(|l| l.reopen()) {
+                    Some(Ok(())) => FromMonitor::Started { pid: self.init_pid() },
+                    Some(Err(e)) => FromMonitor::Stderr(format!("cannot reopen the log: {e}").into_bytes()),
+                    None => FromMonitor::Stderr(b"the container has no CRI log".to_vec()),
                 };
                 self.send_to(&[client], &reply);
             }
