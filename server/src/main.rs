@@ -9,8 +9,9 @@ use clap::Parser;
 use cm_api::Address;
 use cm_api::v1::container_service_server::ContainerServiceServer;
 use cm_server::{
-    BRIDGE, BridgeNetwork, ContainerApi, Containers, Events, ImageStore, Ipv4Net, Limits, Listener, LogLimits,
-    NetworkOptions, Networks, RegistryOptions, RuntimeOptions, bind, parse_cpus, parse_memory, unix_incoming,
+    BRIDGE, BridgeNetwork, CniOptions, ContainerApi, Containers, Events, ImageStore, Ipv4Net, Limits, Listener,
+    LogLimits, NetworkOptions, Networks, RegistryMirror, RegistryOptions, RuntimeOptions, bind, parse_cpus,
+    parse_memory, unix_incoming,
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -32,6 +33,16 @@ struct Args {
     /// Registry (HOST or HOST:PORT) to reach over plain HTTP (repeatable). Loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+    /// Send pulls of HOST/... to the registry at URL instead, e.g. registry.k8s.io=http://127.0.0.1:5000
+    /// (repeatable). HOST itself is then never contacted: if the mirror fails, the pull fails.
+    #[arg(long = "registry-mirror", value_name = "HOST=URL")]
+    registry_mirror: Vec<RegistryMirror>,
+    /// Directory of the pods' CNI network configs (the first .conf, .conflist or .json by name is used).
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Directory of CNI plugins (repeatable; searched in order). Default: /opt/cni/bin.
+    #[arg(long = "cni-bin-dir", value_name = "DIR")]
+    cni_bin_dir: Vec<PathBuf>,
     /// Memory limit for containers that set none, e.g. 256m (docker syntax).
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     default_memory: Option<u64>,
@@ -102,6 +113,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Result<()> {
+    let registry = RegistryOptions { insecure: args.insecure_registry.clone(), mirrors: args.registry_mirror.clone() };
+    registry.validate().map_err(|e| anyhow::anyhow!("bad --registry-mirror: {e}"))?;
     let images_root = args.root.join("images");
     let images = tokio::task::spawn_blocking(move || ImageStore::open(&images_root))
         .await?
@@ -125,7 +138,9 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Re
         }
     }
     let log_limits = LogLimits { max_size: args.log_max_size, max_files: args.log_max_files };
-    let options = RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), networks, log_limits };
+    let cni = CniOptions::new(&args.root, Some(args.cni_conf_dir.clone()), args.cni_bin_dir.clone());
+    let options =
+        RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), networks, log_limits, cni };
     let events = Arc::new(Events::default());
     let containers = Containers::open(&args.root, images.clone(), options, events)
         .await
@@ -135,7 +150,7 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>) -> anyhow::Re
     if reclaimed > 0 {
         tracing::info!(reclaimed, "removed content left by an interrupted pull");
     }
-    let api = ContainerApi::new(images, RegistryOptions { insecure: args.insecure_registry.clone() }, containers);
+    let api = ContainerApi::new(images, registry, containers);
     let api = ContainerServiceServer::new(api);
 
     let (health, health_service) = tonic_health::server::health_reporter();
