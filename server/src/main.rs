@@ -11,9 +11,9 @@ use cm_api::cri::image_service_server::ImageServiceServer;
 use cm_api::cri::runtime_service_server::RuntimeServiceServer;
 use cm_api::v1::container_service_server::ContainerServiceServer;
 use cm_server::{
-    BRIDGE, BridgeNetwork, ContainerApi, Containers, CriImages, CriRuntime, Events, ImageStore, Ipv4Net, Limits,
-    Listener, LogLimits, NetworkOptions, Networks, NoPodNetwork, PodNetwork, Pods, RegistryOptions, RuntimeOptions,
-    bind, parse_cpus, parse_memory, unix_incoming,
+    BRIDGE, BridgeNetwork, Cni, CniOptions, ContainerApi, Containers, CriImages, CriRuntime, Events, ImageStore,
+    Ipv4Net, Limits, Listener, LogLimits, NetworkOptions, Networks, PodNetwork, Pods, RegistryMirror, RegistryOptions,
+    RuntimeOptions, bind, parse_cpus, parse_memory, unix_incoming,
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -35,6 +35,16 @@ struct Args {
     /// Registry (HOST or HOST:PORT) to reach over plain HTTP (repeatable). Loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+    /// Send pulls of HOST/... to the registry at URL instead, e.g. registry.k8s.io=http://127.0.0.1:5000
+    /// (repeatable). HOST itself is then never contacted: if the mirror fails, the pull fails.
+    #[arg(long = "registry-mirror", value_name = "HOST=URL")]
+    registry_mirror: Vec<RegistryMirror>,
+    /// Directory of the pods' CNI network configs (the first .conf, .conflist or .json by name is used).
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Directory of CNI plugins (repeatable; searched in order). Default: /opt/cni/bin.
+    #[arg(long = "cni-bin-dir", value_name = "DIR")]
+    cni_bin_dir: Vec<PathBuf>,
     /// Memory limit for containers that set none, e.g. 256m (docker syntax).
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     default_memory: Option<u64>,
@@ -125,6 +135,8 @@ async fn serve_on(
     listeners: Vec<(Address, Listener)>,
     cri_listener: Option<(Address, Listener)>,
 ) -> anyhow::Result<()> {
+    let registry = RegistryOptions { insecure: args.insecure_registry.clone(), mirrors: args.registry_mirror.clone() };
+    registry.validate().map_err(|e| anyhow::anyhow!("bad --registry-mirror: {e}"))?;
     let images_root = args.root.join("images");
     let images = tokio::task::spawn_blocking(move || ImageStore::open(&images_root))
         .await?
@@ -148,7 +160,14 @@ async fn serve_on(
         }
     }
     let log_limits = LogLimits { max_size: args.log_max_size, max_files: args.log_max_files };
-    let options = RuntimeOptions { default_limits, cgroup_parent: args.cgroup_parent.clone(), networks, log_limits };
+    let cni = CniOptions::new(&args.root, Some(args.cni_conf_dir.clone()), args.cni_bin_dir.clone());
+    let options = RuntimeOptions {
+        default_limits,
+        cgroup_parent: args.cgroup_parent.clone(),
+        networks,
+        log_limits,
+        cni: cni.clone(),
+    };
     let events = Arc::new(Events::default());
     let containers = Containers::open(&args.root, images.clone(), options, events)
         .await
@@ -158,12 +177,11 @@ async fn serve_on(
     if reclaimed > 0 {
         tracing::info!(reclaimed, "removed content left by an interrupted pull");
     }
-    let registry = RegistryOptions { insecure: args.insecure_registry.clone() };
     // The CRI: pods over the same containers and images.
     let cri = match cri_listener {
         Some(listener) => {
-            let network: Arc<dyn PodNetwork> =
-                Arc::new(NoPodNetwork("no CNI network is configured: pods get loopback only".into()));
+            // CNI: without a config in --cni-conf-dir pods get loopback only and Status says why.
+            let network: Arc<dyn PodNetwork> = Arc::new(Cni::new(cni));
             let pods = Pods::open(&args.root, containers.clone(), network)
                 .await
                 .with_context(|| format!("cannot load the pods under {}", args.root.display()))?;

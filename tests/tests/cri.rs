@@ -35,7 +35,10 @@ fn setup() -> Result<World> {
     let image = format!("{}/test/busybox:latest", registry.addr());
     let sockets = tempfile::Builder::new().prefix("cm-cri-").tempdir_in("/tmp")?;
     let cri = format!("unix:{}", sockets.path().join("cri.sock").display());
-    let server = TestServer::start(&["--cri-listen", &cri])?;
+    // No CNI config (an empty directory, whatever the host has): pods get loopback only.
+    let net_d = sockets.path().join("net.d");
+    std::fs::create_dir(&net_d)?;
+    let server = TestServer::start(&["--cri-listen", &cri, "--cni-conf-dir", &net_d.display().to_string()])?;
     server.cli_ok(&["pull", &image])?;
     Ok(World { registry, server, image, _sockets: sockets })
 }
@@ -448,9 +451,23 @@ fn stop_waits_for_the_timeout_then_kills(w: &World) -> Result<()> {
         let config = pod_config(w, &unique("stop"));
         let pod = run_pod(&mut c, &config).await?;
         // A process that ignores SIGTERM: the stop must SIGKILL it after the timeout.
-        let stubborn = container_config(w, "stubborn", &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]);
+        let stubborn = container_config(
+            w,
+            "stubborn",
+            &["sh", "-c", "trap '' TERM; touch /trapped; while true; do sleep 1; done"],
+        );
         let id = create(&mut c, &pod, stubborn, &config).await?;
         start(&mut c, &id).await?;
+        // Stopped only once the trap is set (else SIGTERM would end it before).
+        let mut trapped = false;
+        for _ in 0..100 {
+            if exec(&mut c, &id, &["test", "-f", "/trapped"], 10).await?.exit_code == 0 {
+                trapped = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ensure!(trapped, "the container never set its trap");
         c.runtime.stop_container(pb::StopContainerRequest { container_id: id.clone(), timeout: 1 }).await?;
         let status = container_status(&mut c, &id).await?;
         ensure!(status.state == pb::ContainerState::ContainerExited as i32 && status.exit_code == 137, "{status:?}");

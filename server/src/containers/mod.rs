@@ -96,6 +96,8 @@ pub struct RuntimeOptions {
     pub networks: Networks,
     /// Rotation of the containers' output logs.
     pub log_limits: LogLimits,
+    /// The pods' network (CNI: --cni-conf-dir, --cni-bin-dir); the CRI makes its `network::cni::Cni` of it.
+    pub cni: crate::network::cni::CniOptions,
 }
 
 /// All containers of this server.

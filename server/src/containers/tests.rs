@@ -64,6 +64,7 @@ impl World {
             cgroup_parent: "cm".into(),
             networks,
             log_limits: LogLimits::default(),
+            cni: crate::network::cni::CniOptions::new(self.root.path(), None, Vec::new()),
         };
         let cgroups = (self.cgroups.layout(), self.cgroups.clone() as Arc<dyn CgroupFs>);
         let monitor = self.root.path().join("monitor");

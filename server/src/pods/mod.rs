@@ -528,38 +528,6 @@ fn unmount_ns(dir: &Path) {
     }
 }
 
-/// Pod networking when no network is configured: pods get their own network namespace with loopback only,
-/// and the runtime reports NetworkReady false with this reason.
-pub struct NoPodNetwork(pub String);
-
-impl PodNetwork for NoPodNetwork {
-    fn ready(&self) -> Result<(), String> {
-        Err(self.0.clone())
-    }
-
-    fn setup<'a>(
-        &'a self,
-        _pod: &'a PodNetworkRequest,
-    ) -> crate::network::driver::BoxFuture<'a, Result<crate::network::pod::PodNetworkStatus, crate::network::NetError>>
-    {
-        Box::pin(async move { Err(crate::network::NetError::Unavailable(self.0.clone())) })
-    }
-
-    fn teardown<'a>(
-        &'a self,
-        _pod: &'a PodNetworkRequest,
-    ) -> crate::network::driver::BoxFuture<'a, Result<(), crate::network::NetError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn check<'a>(
-        &'a self,
-        _pod: &'a PodNetworkRequest,
-    ) -> crate::network::driver::BoxFuture<'a, Result<(), crate::network::NetError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
