@@ -278,7 +278,8 @@ impl Pods {
             join.push(NamespaceJoin { kind: "uts".into(), path: "/proc/1/ns/uts".into() });
         }
         let holder = self.containers.create(CreateSpec {
-            name: format!("k8s_POD_{}_{}_{}_{}", spec.name, spec.namespace, spec.uid, spec.attempt),
+            // Short enough for any pod metadata (cm names are at most 128 characters); the record has the rest.
+            name: format!("k8s_POD_{}", &pod.id[..12]),
             hostname: hostname(spec, &pod.id),
             network: if spec.host_network { Network::Host } else { Network::None },
             stop_signal: "SIGKILL".into(),

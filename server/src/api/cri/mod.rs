@@ -341,7 +341,8 @@ impl RuntimeService for CriRuntime {
         let s = &pod_record.spec;
         let spec = CreateSpec {
             image: image.trim().to_string(),
-            name: format!("k8s_{}_{}_{}_{}_{}", metadata.name, s.name, s.namespace, s.uid, metadata.attempt),
+            // Unique per pod, name and attempt, as the CRI wants; the pod's short id keeps it short.
+            name: format!("k8s_{}_{}_{}", metadata.name, &pod.id[..12], metadata.attempt),
             entrypoint: (!config.command.is_empty()).then(|| config.command.clone()),
             command: config.args,
             env: config.envs.iter().map(|kv| format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value))).collect(),
