@@ -12,6 +12,16 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cm_v1_descriptor");
 }
 
+/// Kubernetes CRI v1 (`proto/k8s/cri/v1/api.proto`, k8s.io/cri-api v0.37.2 unchanged): the RuntimeService and
+/// ImageService messages, clients and servers.
+#[allow(clippy::doc_lazy_continuation, clippy::doc_overindented_list_items, clippy::large_enum_variant)]
+pub mod cri {
+    tonic::include_proto!("runtime.v1");
+
+    /// Encoded file descriptor set of runtime.v1, served by gRPC reflection on the CRI socket.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cri_v1_descriptor");
+}
+
 pub use address::Address;
 
 /// Where cm-server listens and cm-client connects when nothing is said.

@@ -13,19 +13,23 @@ pub mod fuzzing;
 pub(crate) mod image;
 pub(crate) mod listen;
 pub(crate) mod network;
+pub(crate) mod pods;
 pub(crate) mod runtime;
 pub(crate) mod store;
 
 // What the binaries use. Everything else is crate-private, so rustc reports what nothing uses.
 pub use api::ContainerApi;
+pub use api::cri::{CriImages, CriRuntime};
 pub use cgroups::{Limits, parse_cpus, parse_memory};
 pub use containers::{Containers, RuntimeOptions};
 pub use events::Events;
-pub use image::{ImageStore, RegistryOptions};
+pub use image::{ImageStore, RegistryMirror, RegistryOptions};
 pub use listen::{Listener, TlsFiles, bind, check_address, unix_incoming};
 pub use network::Ipv4Net;
+pub use network::cni::{Cni, CniOptions};
 pub use network::driver::BRIDGE;
 pub use network::pod::{PodNetwork, PodNetworkRequest, PodNetworkStatus, PodPortMapping};
 pub use network::{BridgeNetwork, NetworkOptions, Networks};
+pub use pods::Pods;
 pub use runtime::bundle::LogLimits;
 pub use runtime::monitor::main as monitor_main;

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use cm_api::Address;
+use cm_api::cri::image_service_server::ImageServiceServer;
+use cm_api::cri::runtime_service_server::RuntimeServiceServer;
 use cm_api::v1::container_service_server::ContainerServiceServer;
 use cm_server::{
-    BRIDGE, BridgeNetwork, ContainerApi, Containers, Events, ImageStore, Ipv4Net, Limits, Listener, LogLimits,
-    NetworkOptions, Networks, RegistryOptions, RuntimeOptions, TlsFiles, bind, check_address, parse_cpus, parse_memory,
-    unix_incoming,
+    BRIDGE, BridgeNetwork, Cni, CniOptions, ContainerApi, Containers, CriImages, CriRuntime, Events, ImageStore,
+    Ipv4Net, Limits, Listener, LogLimits, NetworkOptions, Networks, PodNetwork, Pods, RegistryMirror, RegistryOptions,
+    RuntimeOptions, TlsFiles, bind, check_address, parse_cpus, parse_memory, unix_incoming,
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -56,6 +58,16 @@ struct Args {
     /// Registry (HOST or HOST:PORT) to reach over plain HTTP (repeatable). Loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+    /// Send pulls of HOST/... to the registry at URL instead, e.g. registry.k8s.io=http://127.0.0.1:5000
+    /// (repeatable). HOST itself is then never contacted: if the mirror fails, the pull fails.
+    #[arg(long = "registry-mirror", value_name = "HOST=URL")]
+    registry_mirror: Vec<RegistryMirror>,
+    /// Directory of the pods' CNI network configs (the first .conf, .conflist or .json by name is used).
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Directory of CNI plugins (repeatable; searched in order). Default: /opt/cni/bin.
+    #[arg(long = "cni-bin-dir", value_name = "DIR")]
+    cni_bin_dir: Vec<PathBuf>,
     /// Memory limit for containers that set none, e.g. 256m (docker syntax).
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     default_memory: Option<u64>,
@@ -89,6 +101,10 @@ struct Args {
     /// host ids from (65536 each, a range no other container has).
     #[arg(long, value_name = "USER", default_value = "cm")]
     subid_user: String,
+    /// Also serve Kubernetes CRI v1 (RuntimeService and ImageService) on this address (unix:/path), e.g.
+    /// unix:/run/cm/cri.sock. Off unless given.
+    #[arg(long = "cri-listen", value_name = "ADDR")]
+    cri_listen: Option<Address>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as cm_server=debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -133,18 +149,37 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     for address in &args.listen {
         listeners.push((address.clone(), bind(address, args.group.as_deref(), tls.is_some()).await?));
     }
+    let cri_listener = match &args.cri_listen {
+        Some(address) => {
+            if let Some(dir) = address.to_string().strip_prefix("unix:").map(|p| p.trim_start_matches("//"))
+                && let Some(parent) = std::path::Path::new(dir).parent()
+            {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            Some((address.clone(), bind(address, None, false).await?))
+        }
+        None => None,
+    };
     let sockets: Vec<PathBuf> = listeners
         .iter()
+        .chain(cri_listener.iter())
         .filter_map(|(_, l)| if let Listener::Unix(_, path) = l { Some(path.clone()) } else { None })
         .collect();
-    let result = serve_on(args, listeners, tls).await;
+    let result = serve_on(args, listeners, tls, cri_listener).await;
     for path in sockets {
         let _ = std::fs::remove_file(path);
     }
     result
 }
 
-async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>, tls: Option<ServerTlsConfig>) -> anyhow::Result<()> {
+async fn serve_on(
+    args: Args,
+    listeners: Vec<(Address, Listener)>,
+    tls: Option<ServerTlsConfig>,
+    cri_listener: Option<(Address, Listener)>,
+) -> anyhow::Result<()> {
+    let registry = RegistryOptions { insecure: args.insecure_registry.clone(), mirrors: args.registry_mirror.clone() };
+    registry.validate().map_err(|e| anyhow::anyhow!("bad --registry-mirror: {e}"))?;
     let images_root = args.root.join("images");
     let images = tokio::task::spawn_blocking(move || ImageStore::open(&images_root))
         .await?
@@ -168,12 +203,14 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>, tls: Option<S
         }
     }
     let log_limits = LogLimits { max_size: args.log_max_size, max_files: args.log_max_files };
+    let cni = CniOptions::new(&args.root, Some(args.cni_conf_dir.clone()), args.cni_bin_dir.clone());
     let options = RuntimeOptions {
         default_limits,
         cgroup_parent: args.cgroup_parent.clone(),
         networks,
         log_limits,
         subid_user: args.subid_user.clone(),
+        cni: cni.clone(),
     };
     let events = Arc::new(Events::default());
     let containers = Containers::open(&args.root, images.clone(), options, events)
@@ -184,7 +221,21 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>, tls: Option<S
     if reclaimed > 0 {
         tracing::info!(reclaimed, "removed content left by an interrupted pull");
     }
-    let api = ContainerApi::new(images, RegistryOptions { insecure: args.insecure_registry.clone() }, containers);
+    // The CRI: pods over the same containers and images.
+    let cri = match cri_listener {
+        Some(listener) => {
+            // CNI: without a config in --cni-conf-dir pods get loopback only and Status says why.
+            let network: Arc<dyn PodNetwork> = Arc::new(Cni::new(cni));
+            let pods = Pods::open(&args.root, containers.clone(), network)
+                .await
+                .with_context(|| format!("cannot load the pods under {}", args.root.display()))?;
+            let runtime = RuntimeServiceServer::new(CriRuntime::new(pods));
+            let images = ImageServiceServer::new(CriImages::new(images.clone(), registry.clone(), containers.clone()));
+            Some((listener, runtime, images))
+        }
+        None => None,
+    };
+    let api = ContainerApi::new(images, registry, containers);
     let max_request = args.max_request_size as usize;
     let api = ContainerServiceServer::new(api).max_decoding_message_size(max_request);
 
@@ -240,6 +291,25 @@ async fn serve_on(args: Args, listeners: Vec<(Address, Listener)>, tls: Option<S
             }
         }
         tracing::info!(%address, "listening");
+    }
+    if let Some(((address, listener), runtime, images)) = cri {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cm_api::cri::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let router = Server::builder().add_service(reflection).add_service(runtime).add_service(images);
+        let mut stop = shutdown_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match listener {
+            Listener::Unix(l, _) => {
+                servers.spawn(router.serve_with_incoming_shutdown(unix_incoming(l), shutdown));
+            }
+            Listener::Tcp(l) => {
+                servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown));
+            }
+        }
+        tracing::info!(%address, "CRI listening");
     }
     tracing::info!(root = %args.root.display(), "cm-server ready");
 

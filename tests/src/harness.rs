@@ -155,6 +155,12 @@ impl TestServer {
                 ports()
             )
         })?;
+        // Pods (the CRI): no pod directory and none of their namespace files still mounted.
+        let pods = self.root().join("pods");
+        let left = entries(&pods);
+        ensure!(left.is_empty(), "pod directories left: {left:?}");
+        let ns_mounts = mounts_mentioning(&pods.display().to_string());
+        ensure!(ns_mounts.is_empty(), "pod namespace mounts left: {ns_mounts:?}");
         let forwards = published_rules(&self.nft_table())?;
         ensure!(forwards.is_empty(), "port forwards left in table {}: {forwards:?}", self.nft_table());
         Ok(())

@@ -160,6 +160,11 @@ impl CmServer {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -222,6 +227,37 @@ impl CmServer {
             }))
             .await?;
         Ok(cm_api::v1::container_service_client::ContainerServiceClient::new(channel))
+    }
+}
+
+/// Generated CRI clients on one connection.
+pub struct CriClients {
+    /// runtime.v1.RuntimeService.
+    pub runtime: cm_api::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    /// runtime.v1.ImageService.
+    pub images: cm_api::cri::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+}
+
+impl CmServer {
+    /// The CRI socket (the server's --cri-listen unix:PATH).
+    pub fn cri_socket(&self) -> PathBuf {
+        let flag = self.flag("--cri-listen").unwrap_or_default();
+        PathBuf::from(flag.strip_prefix("unix:").unwrap_or(&flag).trim_start_matches("//").to_string())
+    }
+
+    /// The CRI runtime and image service clients (the generated stubs) on the CRI socket.
+    pub async fn cri(&self) -> Result<CriClients> {
+        let path = self.cri_socket();
+        let channel = tonic::transport::Endpoint::from_static("http://cri.sock")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+            }))
+            .await?;
+        Ok(CriClients {
+            runtime: cm_api::cri::runtime_service_client::RuntimeServiceClient::new(channel.clone()),
+            images: cm_api::cri::image_service_client::ImageServiceClient::new(channel),
+        })
     }
 }
 
@@ -291,6 +327,15 @@ impl CmServer {
                 }
             }
             let _ = std::fs::remove_dir(hierarchy.join(&parent));
+        }
+        // Pods' namespace files are bind mounts that outlive the server by design (a failed test leaves them).
+        for pod in std::fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten() {
+            for kind in ["net", "ipc", "uts", "pid"] {
+                let file = pod.path().join("ns").join(kind);
+                if file.exists() {
+                    let _ = nix::mount::umount2(&file, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
         }
         // The bridge and the table outlive a server by design (running containers keep their network).
         if self.bridge() != "none" {

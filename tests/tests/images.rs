@@ -51,6 +51,8 @@ fn setup() -> Result<World> {
     push_image(&addr, "test/tampered", "latest", &tampered.image)?;
     tampered.tamper(&registry)?;
     push_image(&addr, "test/hostile-hardlink", "latest", &fixtures::hostile_hardlink_image())?;
+    // What a mirror of docker.io serves for "busybox".
+    push_image(&addr, "library/busybox", "latest", &busybox)?;
     let bench = fixtures::bench_image(24, 3);
     push_image(&addr, "test/big", "latest", &bench)?;
     let slow = SlowProxy::start(&addr, 4 << 20)?;
@@ -76,6 +78,7 @@ fn main() {
         rmi_untags_and_collects_only_unshared_content,
         client_disconnect_mid_pull_leaves_a_consistent_store,
         a_live_socket_is_refused_and_a_stale_one_replaced,
+        a_mirrored_registry_is_pulled_from_its_mirror_and_never_contacted,
     ];
     run_suite(&args, trials, world, |w| &w.server);
 }
@@ -405,5 +408,56 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced(w: &World) -> Result<()> {
     server.client_ok(&["images"])?;
     ensure!(server.terminate()?.success(), "SIGTERM is a clean exit");
     ensure!(!server.socket().exists(), "graceful shutdown removes the socket");
+    Ok(())
+}
+
+/// `--registry-mirror`: docker.io's busybox comes from the test registry under its docker.io name; a pull of
+/// a registry whose mirror is down fails naming the mirror, and (traced with strace) the server connects to
+/// nothing but that mirror: no DNS query, no connection to the real registry.
+fn a_mirrored_registry_is_pulled_from_its_mirror_and_never_contacted(w: &World) -> Result<()> {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    let docker = format!("docker.io=http://{}", w.registry.addr());
+    let k8s = format!("registry.k8s.io=http://127.0.0.1:{dead}");
+    let server = TestServer::start(&["--bridge", "none", "--registry-mirror", &docker, "--registry-mirror", &k8s])?;
+    server.cli_ok(&["pull", "busybox"])?;
+    let images = server.cli_ok(&["images"])?;
+    ensure!(images.lines().any(|l| l.starts_with("busybox ") && l.contains("latest")), "{images}");
+    let inspect = server.cli_ok(&["image", "inspect", "busybox"])?;
+    // The test registry's image (this machine cannot reach docker.io), under its docker.io name.
+    ensure!(inspect.contains("docker.io/library/busybox:latest"), "{inspect}");
+    ensure!(inspect.contains(w.busybox.config_blob().digest.as_str()), "not the mirror's image: {inspect}");
+
+    // Trace the server's connects and sends during a pull through the dead mirror.
+    let trace = tempfile::NamedTempFile::new()?;
+    let attach_log = tempfile::NamedTempFile::new()?;
+    let pid = server.pid().context("server pid")?.to_string();
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-o"])
+        .arg(trace.path())
+        .args(["-p", &pid])
+        .stderr(attach_log.reopen()?)
+        .spawn()
+        .context("strace")?;
+    eventually("strace attached", Duration::from_secs(10), || {
+        Ok(std::fs::read_to_string(attach_log.path())?.contains("attached"))
+    })?;
+    let out = server.cli(&["pull", "registry.k8s.io/pause:3.9"])?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(strace.id() as i32), nix::sys::signal::Signal::SIGINT)?;
+    strace.wait()?;
+    let err = stderr(&out);
+    ensure!(!out.status.success(), "the pull through a dead mirror succeeded");
+    ensure!(
+        err.contains("unavailable") && err.contains(&format!("registry.k8s.io (mirror http://127.0.0.1:{dead})")),
+        "error: {err}"
+    );
+    let calls = std::fs::read_to_string(trace.path())?;
+    let inet: Vec<&str> = calls.lines().filter(|l| l.contains("AF_INET")).collect();
+    let to_mirror = format!("sin_port=htons({dead}), sin_addr=inet_addr(\"127.0.0.1\")");
+    ensure!(inet.iter().any(|l| l.contains(&to_mirror)), "no connect to the mirror traced:\n{calls}");
+    let elsewhere: Vec<&&str> = inet.iter().filter(|l| !l.contains(&to_mirror)).collect();
+    ensure!(elsewhere.is_empty(), "the server sent traffic elsewhere than the mirror: {elsewhere:#?}");
     Ok(())
 }

@@ -98,6 +98,7 @@ pub fn create_spec(spec: Option<pb::ContainerSpec>) -> Result<CreateSpec, Status
         stop_signal: spec.stop_signal,
         security,
         privileges,
+        pod: Default::default(),
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod bounds;
 mod containers;
+pub mod cri;
 mod events;
 mod exec;
 mod images;

@@ -16,7 +16,7 @@ pub fn container_code(e: &ContainerError) -> Code {
         }
         E::Network(NetError::Invalid(_)) => Code::InvalidArgument,
         E::Network(_) => Code::FailedPrecondition,
-        E::NoSuchContainer(_) | E::NoSuchExec { .. } | E::ImageNotPulled { .. } => Code::NotFound,
+        E::NoSuchContainer(_) | E::NoSuchPod(_) | E::NoSuchExec { .. } | E::ImageNotPulled { .. } => Code::NotFound,
         E::NameInUse(_) => Code::AlreadyExists,
         E::AlreadyRunning(_)
         | E::NotRunning(_)
@@ -24,6 +24,7 @@ pub fn container_code(e: &ContainerError) -> Code {
         | E::Unreachable { .. }
         | E::NeverStarted(_)
         | E::RemoveRunning(_)
+        | E::PodNotReady(_)
         | E::ExecFailed(_)
         | E::SetupFailed { .. }
         | E::Damaged { .. }

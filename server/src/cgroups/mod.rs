@@ -140,6 +140,17 @@ impl Cgroup {
         Ok(cgroup)
     }
 
+    /// Applies new limits to an existing cgroup (UpdateContainerResources). Only the limits given change.
+    pub fn update(&self, limits: &Limits) -> io::Result<()> {
+        limits.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if self.v2 {
+            let dir = self.dirs[0].1.clone();
+            v2::apply_limits(self, &dir, limits)
+        } else {
+            v1::apply_limits(self, limits)
+        }
+    }
+
     #[cfg(test)]
     /// Re-opens an existing container cgroup (after a server restart) without changing it.
     pub fn open(layout: &Layout, parent: &str, id: &str) -> Cgroup {

@@ -129,7 +129,7 @@ fn inherit_cpuset(cgroup: &Cgroup, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn apply_limits(cgroup: &Cgroup, limits: &Limits) -> io::Result<()> {
+pub(super) fn apply_limits(cgroup: &Cgroup, limits: &Limits) -> io::Result<()> {
     let dir = |controller| cgroup.dir_of(controller).expect("checked by create");
     if let Some(bytes) = limits.memory_bytes {
         let memory = dir("memory");

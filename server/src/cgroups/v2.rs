@@ -61,7 +61,7 @@ fn enable_controllers(cgroup: &Cgroup, dir: &Path, wanted: &[&str]) -> io::Resul
     })
 }
 
-fn apply_limits(cgroup: &Cgroup, dir: &Path, limits: &Limits) -> io::Result<()> {
+pub(super) fn apply_limits(cgroup: &Cgroup, dir: &Path, limits: &Limits) -> io::Result<()> {
     if let Some(bytes) = limits.memory_bytes {
         cgroup.write(&dir.join("memory.max"), &bytes.to_string())?;
         // Present when swap accounting is on: no swap, so swap does not extend the limit.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::error::io;
 use super::{
-    Config, Container, ContainerError, Containers, MountConfig, Network, Privileges, Record, State, no_nul, record,
+    Config, Container, ContainerError, Containers, MountConfig, Network, PodSettings, Privileges, Record, State,
+    no_nul, record,
 };
 use crate::cgroups::Limits;
 use crate::clock::now_nanos;
@@ -34,6 +35,8 @@ pub struct CreateSpec {
     pub security: super::Security,
     /// Capabilities, privileged mode, read-only root, user namespace.
     pub privileges: Privileges,
+    /// Pod membership (the CRI): namespaces joined, the pod's cgroup, /etc files and log.
+    pub pod: PodSettings,
 }
 
 impl CreateSpec {
@@ -59,6 +62,19 @@ impl CreateSpec {
                 "a container with its own user namespace (--userns auto) cannot use --network host".into(),
             ));
         }
+        if let Some(parent) = &self.pod.cgroup_parent
+            && (parent.is_empty() || parent == "." || parent == ".." || parent.contains(['/', '\0']))
+        {
+            return Err(ContainerError::Invalid(format!(
+                "cgroup parent {parent:?} must be a single non-empty path component"
+            )));
+        }
+        if let Some(bad) = self.pod.join_namespaces.iter().find(|j| j.flag().is_none()) {
+            return Err(ContainerError::Invalid(format!(
+                "cannot join a {:?} namespace (net, ipc, uts or pid)",
+                bad.kind
+            )));
+        }
         Ok(())
     }
 }
@@ -76,22 +92,29 @@ impl Containers {
             pids: spec.limits.pids.or(self.options.default_limits.pids),
         };
         limits.validate().map_err(ContainerError::Invalid)?;
-        let image = self.images.resolve(&spec.image).map_err(|e| match e {
-            source @ crate::image::ImageError::NotFound(_) => {
-                ContainerError::ImageNotPulled { image: spec.image.clone(), source }
-            }
-            other => ContainerError::Image(other),
-        })?;
-        let image_config = self
-            .images
-            .read_blob(&image.id)
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<crate::image::manifest::ImageConfig>(&b).ok())
-            .and_then(|c| c.config)
-            .unwrap_or_default();
+        // A pod's holder runs no image: its root is an empty layer and its init only holds the namespaces.
+        let (image_id, chain_ids, image_config) = if spec.pod.holder {
+            (String::new(), Vec::new(), Default::default())
+        } else {
+            let image = self.images.resolve(&spec.image).map_err(|e| match e {
+                source @ crate::image::ImageError::NotFound(_) => {
+                    ContainerError::ImageNotPulled { image: spec.image.clone(), source }
+                }
+                other => ContainerError::Image(other),
+            })?;
+            let config = self
+                .images
+                .read_blob(&image.id)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<crate::image::manifest::ImageConfig>(&b).ok())
+                .and_then(|c| c.config)
+                .unwrap_or_default();
+            (image.id.clone(), image.layers.iter().map(|l| l.chain_id.clone()).collect(), config)
+        };
+        let image_config: crate::image::manifest::RunConfig = image_config;
         let args = record::command_line(&spec, &image_config);
-        if args.is_empty() {
+        if args.is_empty() && !spec.pod.holder {
             return Err(ContainerError::Invalid(format!(
                 "no command given and image {} has neither Entrypoint nor Cmd",
                 spec.image
@@ -110,8 +133,8 @@ impl Containers {
         let config = Config {
             name: spec.name.clone(),
             image: spec.image.clone(),
-            image_id: image.id.clone(),
-            chain_ids: image.layers.iter().map(|l| l.chain_id.clone()).collect(),
+            image_id,
+            chain_ids,
             args,
             env: record::merge_env(image_config.env.as_deref().unwrap_or_default(), &spec.env),
             workdir: if spec.workdir.is_empty() {
@@ -141,6 +164,7 @@ impl Containers {
             id_map: None,
             created_unix_nanos: now_nanos(),
             security: spec.security.clone(),
+            pod: spec.pod.clone(),
             id,
         };
         record::parse_signal(&config.stop_signal).map_err(ContainerError::Invalid)?;

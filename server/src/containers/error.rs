@@ -18,6 +18,10 @@ pub enum ContainerError {
     Ambiguous { name: String, count: usize },
     #[error("no such container: {0}")]
     NoSuchContainer(String),
+    #[error("no such pod sandbox: {0}")]
+    NoSuchPod(String),
+    #[error("pod sandbox {0} is not ready (stopped): containers cannot be created or started in it")]
+    PodNotReady(String),
     #[error("no exec {exec_id:?} in container {container}")]
     NoSuchExec { container: String, exec_id: String },
     #[error("image {image:?} is not in the store; pull it first")]

@@ -42,7 +42,7 @@ fn hosts_file(config: &Config) -> String {
 
 /// The host's resolv.conf without loopback nameservers (they mean nothing inside the container's own
 /// network namespace), as docker does.
-fn resolv_conf(host: &str) -> String {
+pub(super) fn resolv_conf(host: &str) -> String {
     host.lines()
         .filter(|l| {
             let mut words = l.split_whitespace();

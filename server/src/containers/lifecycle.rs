@@ -61,7 +61,7 @@ impl Containers {
         let cgroup = Cgroup::create_with(
             self.cgroup_fs.clone(),
             &self.layout,
-            &self.options.cgroup_parent,
+            &self.cgroup_parent_of(&record),
             &c.id,
             &config.limits,
         )
@@ -122,8 +122,17 @@ impl Containers {
         for stale in [bundle::EXIT_FILE, bundle::MONITOR_FILE] {
             let _ = std::fs::remove_file(c.dir.join(stale));
         }
-        let etc_files =
-            etc::write_files(&c.dir, config, network.shares_host_namespace()).map_err(io("writing /etc files"))?;
+        let etc_files = match &config.pod.etc_dir {
+            // A pod's containers share its files.
+            Some(dir) => ["hosts", "hostname", "resolv.conf"]
+                .iter()
+                .map(|name| (dir.join(name), format!("/etc/{name}")))
+                .filter(|(file, _)| file.exists())
+                .collect(),
+            None => {
+                etc::write_files(&c.dir, config, network.shares_host_namespace()).map_err(io("writing /etc files"))?
+            }
+        };
         let mut lower: Vec<String> =
             config.chain_ids.iter().rev().map(|id| id.trim_start_matches("sha256:").to_string()).collect();
         if lower.is_empty() {
@@ -132,8 +141,9 @@ impl Containers {
         }
         // Docker's default set with CAP_MKNOD on v1 and v2 alike (the devices cgroup on v1, the device filter
         // program on v2, refuses the nodes a container must not use), then --cap-add and --cap-drop.
-        let capabilities =
-            config.privileges.capabilities(bundle::DEFAULT_CAPABILITIES).map_err(ContainerError::Invalid)?;
+        // A pod's container (the CRI) starts from the set its pod gave it instead.
+        let base = config.pod.capabilities.unwrap_or(bundle::DEFAULT_CAPABILITIES);
+        let capabilities = config.privileges.capabilities(base).map_err(ContainerError::Invalid)?;
         // Compiled for the container's final capabilities, as docker's profile has groups for some; a
         // privileged container has no seccomp filter (as docker's --privileged).
         let seccomp = if config.privileges.privileged {
@@ -172,6 +182,9 @@ impl Containers {
             privileged: config.privileges.privileged,
             read_only_rootfs: config.privileges.read_only_rootfs,
             id_map: config.id_map,
+            join_namespaces: config.pod.join_namespaces.clone(),
+            holder: config.pod.holder,
+            cri_log: config.pod.cri_log.clone(),
         };
         let bytes =
             serde_json::to_vec(&bundle).map_err(|e| ContainerError::Internal(format!("encoding the bundle: {e}")))?;
@@ -255,7 +268,7 @@ impl Containers {
     pub(super) async fn exited(self: &Arc<Self>, c: &Arc<Container>, exit: ExitInfo) {
         // Held until the network is taken down too, so a start cannot slip in between.
         let lifecycle = c.lifecycle.lock().await;
-        let cgroup = self.cgroup(&c.id);
+        let cgroup = self.cgroup(c);
         let oom_killed = cgroup.oom_kills() > 0;
         if let Err(e) = remove_cgroup(cgroup).await {
             tracing::warn!(container = %c.id, error = %e, "cannot remove the cgroup");
@@ -285,6 +298,41 @@ impl Containers {
             && let Err(e) = self.remove(c, true).await
         {
             tracing::warn!(container = %c.id, error = %e, "auto-remove failed");
+        }
+    }
+
+    /// Changes a container's limits: recorded for its next start, and applied to its cgroup if it runs.
+    pub async fn update_limits(
+        &self,
+        c: &Arc<Container>,
+        limits: crate::cgroups::Limits,
+    ) -> Result<(), ContainerError> {
+        limits.validate().map_err(ContainerError::Invalid)?;
+        let _lifecycle = c.lifecycle.lock().await;
+        if c.record().state.status == ContainerStatus::Running {
+            self.cgroup(c).update(&limits).map_err(ContainerError::Limits)?;
+        }
+        c.update(|r| {
+            let l = &mut r.config.limits;
+            l.memory_bytes = limits.memory_bytes.or(l.memory_bytes);
+            l.cpu_millis = limits.cpu_millis.or(l.cpu_millis);
+            l.pids = limits.pids.or(l.pids);
+        })
+    }
+
+    /// Asks the monitor to open the container's CRI log file again (after the kubelet rotated it).
+    pub async fn reopen_log(&self, c: &Arc<Container>) -> Result<(), ContainerError> {
+        let mut conn = self.connect(c).await?;
+        conn.writer.send(ToMonitor::ReopenLog).await.map_err(ContainerError::MonitorLost)?;
+        loop {
+            match conn.reader.next().await.map_err(ContainerError::MonitorLost)? {
+                Some(FromMonitor::Started { .. }) => return Ok(()),
+                Some(FromMonitor::Stderr(why)) => {
+                    return Err(ContainerError::Internal(String::from_utf8_lossy(&why).into_owned()));
+                }
+                Some(_) => continue,
+                None => return Err(ContainerError::Stopped(c.shown())),
+            }
         }
     }
 
@@ -375,7 +423,12 @@ impl Containers {
         if let Ok(mut monitor) = client::connect(dir).await {
             end_monitor(&mut monitor).await;
         }
-        let _ = remove_cgroup(self.cgroup(id)).await;
+        // Its pod's cgroup directory, as its record says (the server's when the record is unreadable).
+        let parent = match crate::store::read_json::<record::Record>(&dir.join(record::RECORD_FILE)) {
+            Ok(Some(record)) => self.cgroup_parent_of(&record),
+            _ => self.options.cgroup_parent.clone(),
+        };
+        let _ = remove_cgroup(Cgroup::open_with(self.cgroup_fs.clone(), &self.layout, &parent, id)).await;
         for network in self.options.networks.all() {
             network.detach(id).await;
             network.release(id);

@@ -43,12 +43,20 @@ use error::io;
 pub use error::{ContainerError, no_nul};
 pub use exec::ExecRequest;
 pub use privileges::{Privileges, UserNamespace};
+pub use record::validate_hostname;
 pub use record::{
-    Config, ContainerStatus, ExitRecord, IdMap, MountConfig, Network, Record, Seccomp, Security, State, new_id,
-    parse_signal, signal_name,
+    Config, ContainerStatus, ExitRecord, IdMap, MAX_SECCOMP_PROFILE, MountConfig, Network, PodSettings, Record,
+    Seccomp, Security, State, new_id, parse_signal, signal_name,
 };
 pub use session::{InputBreak, MAX_STDIN_FRAME, SessionInput, SessionInputs, SessionOutput, SessionOutputs};
-pub use stats::Sample;
+pub use stats::{Sample, parse_net_dev};
+
+/// The host's resolv.conf as a container gets it (loopback nameservers left out unless it shares the host's
+/// network).
+pub fn host_resolv_conf(host_network: bool) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if host_network { host } else { etc::resolv_conf(&host) }
+}
 
 /// One container, shared by the calls that use it.
 pub struct Container {
@@ -126,6 +134,8 @@ pub struct RuntimeOptions {
     /// The user whose subordinate ids (/etc/subuid, /etc/subgid) containers with their own user namespace
     /// get their host ids from.
     pub subid_user: String,
+    /// The pods' network (CNI: --cni-conf-dir, --cni-bin-dir); the CRI makes its `network::cni::Cni` of it.
+    pub cni: crate::network::cni::CniOptions,
 }
 
 /// All containers of this server.
@@ -282,8 +292,13 @@ impl Containers {
     }
 
     /// A container's cgroup as it is (it may not exist).
-    fn cgroup(&self, id: &str) -> Cgroup {
-        Cgroup::open_with(self.cgroup_fs.clone(), &self.layout, &self.options.cgroup_parent, id)
+    fn cgroup(&self, c: &Container) -> Cgroup {
+        Cgroup::open_with(self.cgroup_fs.clone(), &self.layout, &self.cgroup_parent_of(&c.record()), &c.id)
+    }
+
+    /// The cgroup directory a container's cgroup is in: its pod's, else the server's.
+    fn cgroup_parent_of(&self, record: &Record) -> String {
+        record.config.pod.cgroup_parent.clone().unwrap_or_else(|| self.options.cgroup_parent.clone())
     }
 
     fn insert(&self, record: Record, dir: PathBuf) -> Arc<Container> {
@@ -317,7 +332,7 @@ impl Containers {
                 let _ = conn.writer.send(ToMonitor::Signal(nix::libc::SIGKILL)).await;
                 let drained = async { while let Ok(Some(_)) = conn.reader.next().await {} };
                 let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
-                let _ = remove_cgroup(self.cgroup(&c.id)).await;
+                let _ = remove_cgroup(self.cgroup(&c)).await;
             }
             return;
         }

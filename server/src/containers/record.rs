@@ -11,7 +11,7 @@ use crate::cgroups::Limits;
 use crate::image::manifest::RunConfig;
 use crate::network::{PortConfig, driver};
 pub use crate::runtime::bundle::IdMap;
-use crate::runtime::bundle::{ExitInfo, MountSpec};
+use crate::runtime::bundle::{ExitInfo, MountSpec, NamespaceJoin};
 
 pub const RECORD_FILE: &str = "container.json";
 /// Written (durably) before a removal starts: a server that finds it finishes the removal.
@@ -70,6 +70,9 @@ pub struct Config {
     /// --security-opt.
     #[serde(default)]
     pub security: Security,
+    /// The pod-level settings below are set only for a pod's holder and its containers (the CRI).
+    #[serde(default, flatten)]
+    pub pod: PodSettings,
 }
 
 /// `--security-opt`: the seccomp profile and no_new_privs of the container's processes.
@@ -117,6 +120,42 @@ impl Security {
             Seccomp::Profile(json) => compile(json, &Target::running(capabilities)),
         }
     }
+}
+
+/// What makes a container part of a pod: the sandbox's namespaces it joins, the pod's cgroup, its /etc files
+/// and the kubelet's log, or being the sandbox's holder itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodSettings {
+    /// The pod (sandbox) id, empty for a plain container.
+    #[serde(default)]
+    pub pod_id: String,
+    /// This is the pod's namespace holder (no image, no command).
+    #[serde(default)]
+    pub holder: bool,
+    /// Namespaces joined instead of made.
+    #[serde(default)]
+    pub join_namespaces: Vec<NamespaceJoin>,
+    /// The cgroup directory (one path component) the container's cgroup is made in instead of the server's.
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
+    /// A directory holding `hosts`, `hostname` and `resolv.conf` to bind over /etc (the pod's) instead of the
+    /// container's own.
+    #[serde(default)]
+    pub etc_dir: Option<PathBuf>,
+    /// The output also goes to this file in the CRI log format.
+    #[serde(default)]
+    pub cri_log: Option<PathBuf>,
+    /// The capability set instead of docker's default (bit N = capability N).
+    #[serde(default)]
+    pub capabilities: Option<u64>,
+    /// The name and attempt the API gave the container within its pod (the CRI's metadata).
+    #[serde(default)]
+    pub member_name: String,
+    #[serde(default)]
+    pub attempt: u32,
+    /// Free-form data kept for the API that made the container (the CRI's annotations).
+    #[serde(default)]
+    pub annotations: Vec<(String, String)>,
 }
 
 /// Network mode.

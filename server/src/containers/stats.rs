@@ -66,7 +66,7 @@ impl Containers {
         if record.state.status != ContainerStatus::Running {
             return Err(not_running());
         }
-        let cgroup = self.cgroup(&c.id);
+        let cgroup = self.cgroup(c);
         let usage = match cgroup.usage() {
             Ok(usage) => usage,
             // The exit removes the cgroup: a container that just stopped.

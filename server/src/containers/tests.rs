@@ -65,6 +65,7 @@ impl World {
             networks,
             log_limits: LogLimits::default(),
             subid_user: "cm".into(),
+            cni: crate::network::cni::CniOptions::new(self.root.path(), None, Vec::new()),
         };
         let cgroups = (self.cgroups.layout(), self.cgroups.clone() as Arc<dyn CgroupFs>);
         let monitor = crate::runtime::client::MonitorBinary::at(self.root.path().join("monitor"));

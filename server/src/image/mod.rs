@@ -8,6 +8,6 @@ pub mod store;
 pub(crate) mod unpack;
 
 pub use error::ImageError;
-pub use pull::{Phase, Pull, PullEvent, RegistryOptions};
+pub use pull::{Phase, Pull, PullEvent, RegistryMirror, RegistryOptions};
 pub use reference::Reference;
 pub use store::{ImageRecord, ImageStore};

@@ -87,6 +87,65 @@ pub struct PullOutcome {
 pub struct RegistryOptions {
     /// Registries (`host[:port]` or `host`) reached over plain HTTP.
     pub insecure: Vec<String>,
+    /// Registries whose pulls go to another one instead (`--registry-mirror HOST=URL`). A mirrored registry
+    /// is never contacted, nor its name resolved: if the mirror fails, the pull fails.
+    pub mirrors: Vec<RegistryMirror>,
+}
+
+/// One `--registry-mirror HOST=URL`: pulls of HOST/... are served by URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryMirror {
+    /// The registry as references name it, e.g. "registry.k8s.io" or "docker.io".
+    pub registry: String,
+    /// The mirror's `host[:port]`.
+    pub authority: String,
+    /// Whether the mirror is reached over plain HTTP (an http:// URL).
+    pub plain_http: bool,
+}
+
+impl std::fmt::Display for RegistryMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.plain_http { "http" } else { "https" };
+        write!(f, "{}={scheme}://{}", self.registry, self.authority)
+    }
+}
+
+impl std::str::FromStr for RegistryMirror {
+    type Err = String;
+
+    /// Parses `HOST=URL`, e.g. `registry.k8s.io=http://127.0.0.1:5000`. URL is http:// or https:// and a
+    /// `host[:port]` with no path, query or credentials.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (registry, url) = s.split_once('=').ok_or_else(|| format!("{s:?} is not HOST=URL"))?;
+        let registry = registry.trim().to_ascii_lowercase();
+        let host_ok = |h: &str| {
+            !h.is_empty()
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        };
+        if !host_ok(&registry) {
+            return Err(format!("{s:?}: {registry:?} is not a registry host[:port]"));
+        }
+        let (plain_http, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (false, r)
+        } else {
+            return Err(format!("{s:?}: the mirror URL {url:?} must start with http:// or https://"));
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if !host_ok(authority) {
+            return Err(format!(
+                "{s:?}: the mirror URL {url:?} must be scheme://host[:port] (no path, query or credentials)"
+            ));
+        }
+        if let Some((_, port)) = authority.rsplit_once(':')
+            && !authority.ends_with(']')
+            && port.parse::<u16>().is_err()
+        {
+            return Err(format!("{s:?}: the mirror URL {url:?} has a bad port {port:?}"));
+        }
+        Ok(RegistryMirror { registry, authority: authority.to_string(), plain_http })
+    }
 }
 
 impl RegistryOptions {
@@ -96,12 +155,32 @@ impl RegistryOptions {
         let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         loopback || self.insecure.iter().any(|r| r == &reference.registry || r == reference.registry_host())
     }
+
+    /// The mirror serving `reference`'s registry, if one does.
+    pub fn mirror_for(&self, reference: &Reference) -> Option<&RegistryMirror> {
+        self.mirrors.iter().find(|m| m.registry == reference.registry)
+    }
+
+    /// Refuses a registry mirrored twice.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, m) in self.mirrors.iter().enumerate() {
+            if self.mirrors[..i].iter().any(|o| o.registry == m.registry) {
+                return Err(format!("registry {} is given more than one --registry-mirror", m.registry));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One pull in progress.
 pub struct Pull {
     store: Arc<ImageStore>,
+    /// The image's name, as stored and reported.
     reference: Reference,
+    /// Where its content is fetched: `reference` itself, or the same repository on its registry's mirror.
+    source: Reference,
+    /// The registry as errors name it ("docker.io", or "docker.io (mirror http://127.0.0.1:5000)").
+    registry_name: String,
     client: Client,
     auth: RegistryAuth,
     events: mpsc::Sender<PullEvent>,
@@ -115,11 +194,21 @@ impl Pull {
         auth: RegistryAuth,
         events: mpsc::Sender<PullEvent>,
     ) -> Self {
-        let protocol = if options.plain_http(&reference) {
-            ClientProtocol::HttpsExcept(vec![reference.registry.clone()])
-        } else {
-            ClientProtocol::Https
+        let (source, registry_name, plain) = match options.mirror_for(&reference) {
+            Some(m) => (
+                Reference { registry: m.authority.clone(), ..reference.clone() },
+                format!(
+                    "{} (mirror {}://{})",
+                    reference.registry,
+                    if m.plain_http { "http" } else { "https" },
+                    m.authority
+                ),
+                m.plain_http,
+            ),
+            None => (reference.clone(), reference.registry.clone(), options.plain_http(&reference)),
         };
+        let protocol =
+            if plain { ClientProtocol::HttpsExcept(vec![source.registry.clone()]) } else { ClientProtocol::Https };
         let client = Client::new(ClientConfig {
             protocol,
             platform_resolver: None,
@@ -127,12 +216,17 @@ impl Pull {
             read_timeout: Some(Duration::from_secs(60)),
             ..Default::default()
         });
-        Pull { store, reference, client, auth, events }
+        Pull { store, reference, source, registry_name, client, auth, events }
+    }
+
+    /// `reference` (the image's name or the name with a digest) as fetched: on the mirror, if there is one.
+    fn fetched_from(&self, reference: &Reference) -> Reference {
+        Reference { registry: self.source.registry.clone(), ..reference.clone() }
     }
 
     fn registry_error(&self, what: &str) -> impl Fn(oci_client::errors::OciDistributionError) -> ImageError + '_ {
         let what = format!("{what} of {}", self.reference);
-        move |e| ImageError::from_registry(e, &self.reference.registry, &what)
+        move |e| ImageError::from_registry(e, &self.registry_name, &what)
     }
 
     async fn emit(&self, event: PullEvent) -> Result<(), ImageError> {
@@ -143,7 +237,7 @@ impl Pull {
     async fn fetch_manifest(&self, reference: &Reference) -> Result<(Bytes, String), ImageError> {
         let (bytes, _) = self
             .client
-            .pull_manifest_raw(&reference.to_oci(), &self.auth, manifest::ACCEPTED_MANIFEST_TYPES)
+            .pull_manifest_raw(&self.fetched_from(reference).to_oci(), &self.auth, manifest::ACCEPTED_MANIFEST_TYPES)
             .await
             .map_err(self.registry_error("manifest"))?;
         if bytes.len() > MAX_METADATA_BYTES {
@@ -167,7 +261,7 @@ impl Pull {
         }
         let mut stream = self
             .client
-            .pull_blob_stream(&self.reference.to_oci(), desc.digest.as_str())
+            .pull_blob_stream(&self.source.to_oci(), desc.digest.as_str())
             .await
             .map_err(self.registry_error("config"))?;
         let mut out = Vec::with_capacity(desc.size as usize);
@@ -323,6 +417,8 @@ impl Pull {
             let job = LayerJob {
                 client: self.client.clone(),
                 reference: self.reference.clone(),
+                source: self.source.clone(),
+                registry_name: self.registry_name.clone(),
                 store: self.store.clone(),
                 semaphore: semaphore.clone(),
                 phase_tx: phase_tx.clone(),
@@ -461,6 +557,8 @@ impl Reporter {
 struct LayerJob {
     client: Client,
     reference: Reference,
+    source: Reference,
+    registry_name: String,
     store: Arc<ImageStore>,
     semaphore: Arc<Semaphore>,
     phase_tx: mpsc::UnboundedSender<usize>,
@@ -476,9 +574,9 @@ impl LayerJob {
         plan.progress.set_phase(Phase::Downloading, &self.phase_tx, plan.index);
         let mut stream = self
             .client
-            .pull_blob_stream(&self.reference.to_oci(), digest.as_str())
+            .pull_blob_stream(&self.source.to_oci(), digest.as_str())
             .await
-            .map_err(|e| ImageError::from_registry(e, &self.reference.registry, &what))?;
+            .map_err(|e| ImageError::from_registry(e, &self.registry_name, &what))?;
 
         let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(32);
         let tmp = self.store.tmp_dir()?;
@@ -504,7 +602,7 @@ impl LayerJob {
                 Err(e) => {
                     transfer_error = Some(ImageError::Unavailable(format!(
                         "download of {what} from {} broke off: {e}",
-                        self.reference.registry
+                        self.registry_name
                     )));
                     break;
                 }
@@ -575,7 +673,8 @@ mod tests {
 
     #[test]
     fn loopback_and_listed_registries_use_plain_http() {
-        let opts = RegistryOptions { insecure: vec!["reg.internal:5000".into(), "other.lan".into()] };
+        let opts =
+            RegistryOptions { insecure: vec!["reg.internal:5000".into(), "other.lan".into()], ..Default::default() };
         let plain = |s: &str| opts.plain_http(&Reference::parse(s).unwrap());
         assert!(plain("127.0.0.1:5000/a"));
         assert!(plain("localhost:5000/a"));
@@ -585,5 +684,57 @@ mod tests {
         assert!(!plain("reg.internal:6000/a"));
         assert!(!plain("alpine"));
         assert!(!plain("10.0.0.1:5000/a"));
+    }
+
+    #[test]
+    fn registry_mirrors_parse_and_bad_ones_are_refused() {
+        let m: RegistryMirror = "registry.k8s.io=http://127.0.0.1:5000".parse().unwrap();
+        assert_eq!(
+            (m.registry.as_str(), m.authority.as_str(), m.plain_http),
+            ("registry.k8s.io", "127.0.0.1:5000", true)
+        );
+        assert_eq!(m.to_string(), "registry.k8s.io=http://127.0.0.1:5000");
+        let m: RegistryMirror = "Docker.io=https://mirror.lan/".parse().unwrap();
+        assert_eq!((m.registry.as_str(), m.authority.as_str(), m.plain_http), ("docker.io", "mirror.lan", false));
+        for (bad, why) in [
+            ("registry.k8s.io", "is not HOST=URL"),
+            ("=http://127.0.0.1:5000", "is not a registry"),
+            ("gcr.io=127.0.0.1:5000", "must start with http:// or https://"),
+            ("gcr.io=ftp://127.0.0.1", "must start with http:// or https://"),
+            ("gcr.io=http://127.0.0.1:5000/v2", "no path"),
+            ("gcr.io=http://u:p@127.0.0.1:5000", "no path, query or credentials"),
+            ("gcr.io=http://", "no path"),
+            ("gcr.io=http://127.0.0.1:99999", "bad port"),
+        ] {
+            let err = bad.parse::<RegistryMirror>().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let twice = RegistryOptions {
+            mirrors: vec!["a.io=http://127.0.0.1:1".parse().unwrap(), "a.io=http://127.0.0.1:2".parse().unwrap()],
+            ..Default::default()
+        };
+        assert!(twice.validate().unwrap_err().contains("a.io is given more than one"));
+    }
+
+    #[test]
+    fn a_mirrored_pull_fetches_from_the_mirror_and_keeps_its_name() {
+        let opts =
+            RegistryOptions { mirrors: vec!["docker.io=http://127.0.0.1:5000".parse().unwrap()], ..Default::default() };
+        let (tx, _rx) = mpsc::channel(1);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ImageStore::open(dir.path()).unwrap());
+        let pull = Pull::new(store, &opts, Reference::parse("busybox").unwrap(), RegistryAuth::Anonymous, tx);
+        assert_eq!(
+            pull.reference.to_string(),
+            Reference::parse("docker.io/library/busybox:latest").unwrap().to_string()
+        );
+        let oci = pull.source.to_oci();
+        assert_eq!(
+            (oci.registry(), oci.repository(), oci.tag()),
+            ("127.0.0.1:5000", "library/busybox", Some("latest"))
+        );
+        assert_eq!(pull.registry_name, "docker.io (mirror http://127.0.0.1:5000)");
+        let pinned = pull.fetched_from(&pull.reference.with_digest(&format!("sha256:{}", "a".repeat(64)))).to_oci();
+        assert_eq!(pinned.registry(), "127.0.0.1:5000");
     }
 }

@@ -4,6 +4,7 @@
 //! [`ports`] holds the published ports themselves. All link work goes through rtnetlink ([`link`]).
 
 pub mod bridge;
+pub mod cni;
 pub mod driver;
 #[cfg(test)]
 pub mod fake;

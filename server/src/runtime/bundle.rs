@@ -59,6 +59,16 @@ pub struct Bundle {
     /// A user namespace mapping container ids 0..size onto these host ids (None: the host's).
     #[serde(default)]
     pub id_map: Option<IdMap>,
+    /// Namespaces to join instead of making new ones (a pod's members join its sandbox's).
+    #[serde(default)]
+    pub join_namespaces: Vec<NamespaceJoin>,
+    /// A pod's namespace holder: the init sets up its namespaces (hostname, loopback) and then only reaps
+    /// children until it is killed; no root filesystem, no exec.
+    #[serde(default)]
+    pub holder: bool,
+    /// Also write the output in the CRI log format to this file (the kubelet's log_path).
+    #[serde(default)]
+    pub cri_log: Option<PathBuf>,
 }
 
 /// Container uids and gids 0..size are host ids uid..uid+size and gid..gid+size.
@@ -77,6 +87,34 @@ impl IdMap {
 
     pub fn host_gid(&self, id: u32) -> Option<u32> {
         (id < self.size).then(|| self.gid + id)
+    }
+}
+
+/// A namespace joined by path: `kind` is "net", "ipc", "uts" or "pid"; `path` a namespace file (a bind mount
+/// of one, or /proc/PID/ns/KIND).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NamespaceJoin {
+    pub kind: String,
+    pub path: PathBuf,
+}
+
+impl NamespaceJoin {
+    /// The CLONE_NEW* flag of the namespace kind, None for a kind cm does not join.
+    pub fn flag(&self) -> Option<i32> {
+        match self.kind.as_str() {
+            "net" => Some(nix::libc::CLONE_NEWNET),
+            "ipc" => Some(nix::libc::CLONE_NEWIPC),
+            "uts" => Some(nix::libc::CLONE_NEWUTS),
+            "pid" => Some(nix::libc::CLONE_NEWPID),
+            _ => None,
+        }
+    }
+}
+
+impl Bundle {
+    /// The namespace file the bundle joins for `kind`, if any.
+    pub fn joined(&self, kind: &str) -> Option<&Path> {
+        self.join_namespaces.iter().find(|j| j.kind == kind).map(|j| j.path.as_path())
     }
 }
 
@@ -162,6 +200,9 @@ impl Bundle {
             privileged: false,
             read_only_rootfs: false,
             id_map: None,
+            join_namespaces: vec![],
+            holder: false,
+            cri_log: None,
         }
     }
 }

@@ -112,6 +112,60 @@ impl Writer {
     }
 }
 
+/// The kubelet's container log (CRI format), written by the monitor next to `container.log`: one line per
+/// line of output, `<RFC 3339 time> <stdout|stderr> <F|P> <text>`, where P marks a partial line (output that
+/// did not end with a newline in this read; the rest follows in later lines) and F a full one.
+pub struct CriWriter {
+    path: PathBuf,
+    file: File,
+}
+
+impl CriWriter {
+    /// Opens (appends to) the file, making its directory.
+    pub fn open(path: &Path) -> io::Result<CriWriter> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(CriWriter { path: path.to_path_buf(), file })
+    }
+
+    /// Opens the file again (after the kubelet rotated it away: ReopenContainerLog).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        *self = CriWriter::open(&self.path)?;
+        Ok(())
+    }
+
+    pub fn write(&mut self, unix_nanos: i64, stream: Stream, data: &[u8]) -> io::Result<()> {
+        self.file.write_all(&encode_cri(unix_nanos, stream, data))
+    }
+}
+
+/// The CRI log lines of one chunk of output.
+pub fn encode_cri(unix_nanos: i64, stream: Stream, data: &[u8]) -> Vec<u8> {
+    let time = prost_types::Timestamp {
+        seconds: unix_nanos.div_euclid(1_000_000_000),
+        nanos: unix_nanos.rem_euclid(1_000_000_000) as i32,
+    };
+    let stream = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    let mut out = Vec::with_capacity(data.len() + 48);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (line, tag, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], 'F', &rest[i + 1..]),
+            None => (rest, 'P', &rest[rest.len()..]),
+        };
+        let _ = write!(out, "{time} {stream} {tag} ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        rest = next;
+    }
+    out
+}
+
 /// `container.log.N`.
 fn rotated_name(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{LOG_FILE}.{n}"))
@@ -276,6 +330,20 @@ pub fn read_record(input: &mut impl BufRead) -> io::Result<Option<Record>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cri_lines_mark_full_and_partial_lines() {
+        let out = encode_cri(1_700_000_000_123_456_789, Stream::Stdout, b"a\nbc\npart");
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], "2023-11-14T22:13:20.123456789Z stdout F a");
+        assert!(lines[1].ends_with(" stdout F bc") && lines[2].ends_with(" stdout P part"), "{text}");
+        assert_eq!(
+            String::from_utf8(encode_cri(0, Stream::Stderr, b"\n")).unwrap(),
+            "1970-01-01T00:00:00Z stderr F \n"
+        );
+    }
 
     #[test]
     fn records_round_trip_with_binary_data_and_a_torn_tail_is_ignored() {

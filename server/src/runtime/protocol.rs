@@ -37,6 +37,9 @@ pub enum ToMonitor {
     },
     /// Send me that exec's `Exit` when it ends (at once if it has), or `NoSuchExec`.
     WaitExec(String),
+    /// Open the CRI log file again (the kubelet moved it away to rotate it); answered with `Started` when it
+    /// is open, or `Stderr` with the reason.
+    ReopenLog,
 }
 
 /// Monitor to server.
@@ -112,6 +115,7 @@ impl ToMonitor {
                 frame(8, &p)
             }
             ToMonitor::WaitExec(exec_id) => frame(9, exec_id.as_bytes()),
+            ToMonitor::ReopenLog => frame(15, &[]),
         })
     }
 
@@ -135,6 +139,7 @@ impl ToMonitor {
                 exec_id: String::from_utf8_lossy(&p[4..]).into_owned(),
             },
             9 => ToMonitor::WaitExec(String::from_utf8_lossy(&p).into_owned()),
+            15 => ToMonitor::ReopenLog,
             k => return Err(format!("unknown frame type {k}")),
         })
     }
@@ -224,6 +229,7 @@ mod tests {
             }),
             ToMonitor::SignalExec { exec_id: "e1".into(), signal: 9 },
             ToMonitor::WaitExec("e1".into()),
+            ToMonitor::ReopenLog,
         ];
         let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.encode().unwrap()).collect();
         let mut d = Decoder::default();

@@ -124,6 +124,9 @@ fn setup_and_exec<S: Syscall>(
     if join {
         join_cgroups(bundle)?;
     }
+    // A pod member enters its sandbox's network, IPC and UTS namespaces (by their files) before the server
+    // is told we are ready: its network is the sandbox's from the start.
+    join_namespaces(sys, bundle)?;
     let _ = SyncMsg::Joined.send(&joined);
     drop(joined);
     let tty_size = match SyncMsg::receive(sync) {
@@ -131,6 +134,9 @@ fn setup_and_exec<S: Syscall>(
         // The start was abandoned: leave quietly.
         _ => exit(0),
     };
+    if bundle.holder {
+        return hold(sys, bundle, io);
+    }
     // The cgroup namespace is made now, so its root is the container's cgroup, not the monitor's.
     sys.unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
     // In its own user namespace (the monitor wrote the maps before the go-ahead) the init becomes that
@@ -155,8 +161,10 @@ fn setup_and_exec<S: Syscall>(
         console::dup_stdio([stdin, stdout.as_fd(), stderr.as_fd()])?;
     }
 
-    // 8. Identity, environment, exec.
-    sys.sethostname(&bundle.hostname).map_err(setup_err("sethostname"))?;
+    // 8. Identity, environment, exec. A joined UTS namespace has its hostname already (the sandbox's).
+    if bundle.joined("uts").is_none() {
+        sys.sethostname(&bundle.hostname).map_err(setup_err("sethostname"))?;
+    }
     let process = &bundle.process;
     become_and_exec(bundle, &process.user, &process.cwd, &[], &process.args, true)
 }
@@ -166,6 +174,54 @@ fn become_namespace_root() -> Result<(), InitError> {
     nix::unistd::setresgid(gid, gid, gid).map_err(setup_err("setgid 0 in the user namespace"))?;
     nix::unistd::setgroups(&[]).map_err(setup_err("setgroups in the user namespace"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(setup_err("setuid 0 in the user namespace"))
+}
+
+/// Enters the namespaces the bundle joins by path (net, IPC, UTS; the monitor entered a PID namespace for us).
+fn join_namespaces<S: Syscall>(sys: &S, bundle: &Bundle) -> Result<(), InitError> {
+    for join in &bundle.join_namespaces {
+        let Some(flag) = join.flag().filter(|f| *f != nix::libc::CLONE_NEWPID) else { continue };
+        let file = std::fs::File::open(&join.path).map_err(|e| {
+            InitError::setup(format!("cannot open the {} namespace {}: {e}", join.kind, join.path.display()))
+        })?;
+        sys.setns(file.as_fd(), flag).map_err(|e| {
+            InitError::setup(format!("cannot join the {} namespace {}: {e}", join.kind, join.path.display()))
+        })?;
+    }
+    Ok(())
+}
+
+/// A pod sandbox's holder: sets the namespaces up (loopback, hostname), gives up every capability, tells the
+/// monitor it is ready by closing the error pipe (as an exec would), then reaps the pod's orphans (it is PID 1
+/// of a pod-wide PID namespace) until it is killed.
+fn hold<S: Syscall>(sys: &S, bundle: &Bundle, io: &ChildIo) -> Result<Never, InitError> {
+    sys.mount(None, Path::new("/"), None, nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE, None)
+        .map_err(setup_err("make / private"))?;
+    if !bundle.host_network && bundle.joined("net").is_none() {
+        sys.loopback_up().map_err(setup_err("bring up lo"))?;
+    }
+    if bundle.joined("uts").is_none() {
+        sys.sethostname(&bundle.hostname).map_err(setup_err("sethostname"))?;
+    }
+    std::env::set_current_dir("/").map_err(|e| InitError::setup(format!("cannot enter /: {e}")))?;
+    let none = caps::limit_bounding(0)?;
+    caps::set(none, true)?;
+    let mut chld = nix::sys::signal::SigSet::empty();
+    chld.add(nix::sys::signal::Signal::SIGCHLD);
+    chld.thread_block().map_err(setup_err("block SIGCHLD"))?;
+    // SAFETY: closing our own descriptors: the error pipe (the monitor reads EOF as "ready") and every other
+    // inherited one but stdio. The holder never returns, so nothing uses them again.
+    unsafe {
+        nix::libc::close(std::os::fd::AsRawFd::as_raw_fd(&io.errors));
+        nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0);
+    }
+    loop {
+        while let Ok(status) = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            if status == nix::sys::wait::WaitStatus::StillAlive {
+                break;
+            }
+        }
+        let _ = chld.wait();
+    }
 }
 
 /// Runs in a child the monitor forked (already in the container's PID namespace) to exec a process in a

@@ -129,6 +129,8 @@ struct Monitor {
     log_dropped: u64,
     /// Whether the last write to the log failed (connections hear of a change).
     log_failing: bool,
+    /// The kubelet's log of the container's output, in the CRI format, when the bundle names one.
+    cri_log: Option<logfile::CriWriter>,
 }
 
 impl Monitor {
@@ -168,6 +170,25 @@ impl Monitor {
             }
             None => None,
         };
+        // Joined namespaces are not made new: the init enters net, IPC and UTS by path itself; a PID namespace
+        // is entered here, as setns(CLONE_NEWPID) only places the children made after it.
+        for join in &bundle.join_namespaces {
+            let flag =
+                join.flag().ok_or_else(|| io::Error::other(format!("cannot join a {:?} namespace", join.kind)))?;
+            flags &= !flag;
+            if flag == nix::libc::CLONE_NEWPID {
+                let ns = File::open(&join.path)
+                    .map_err(|e| io::Error::other(format!("opening {}: {e}", join.path.display())))?;
+                // SAFETY: setns on a namespace file we opened; affects only our future children.
+                if unsafe { nix::libc::setns(ns.as_raw_fd(), nix::libc::CLONE_NEWPID) } < 0 {
+                    return Err(io::Error::other(format!(
+                        "joining the PID namespace {}: {}",
+                        join.path.display(),
+                        io::Error::last_os_error()
+                    )));
+                }
+            }
+        }
         // cgroup v2: children are cloned straight into the container's cgroup.
         let cgroup_dir = match &bundle.cgroup_clone_into {
             Some(dir) => Some(OwnedFd::from(
@@ -224,6 +245,7 @@ impl Monitor {
         let info = serde_json::to_vec(&info).map_err(io::Error::other)?;
         crate::store::write_replace(Path::new(bundle::MONITOR_FILE), &info)?;
         let log = logfile::Writer::open(Path::new("."), bundle.log)?;
+        let cri_log = bundle.cri_log.as_deref().map(logfile::CriWriter::open).transpose()?;
         Ok(Monitor {
             dir: dir.to_path_buf(),
             bundle,
@@ -241,6 +263,7 @@ impl Monitor {
             log,
             log_dropped: 0,
             log_failing: false,
+            cri_log,
         })
     }
 
@@ -349,6 +372,11 @@ impl Monitor {
 
     fn deliver(&mut self, who: Who, stream: Stream, data: Vec<u8>) {
         if who == Who::Init {
+            if let Some(cri) = &mut self.cri_log
+                && let Err(e) = cri.write(now_nanos(), stream, &data)
+            {
+                note!("cm-monitor: cannot write the CRI log: {e}");
+            }
             self.log_output(stream, &data);
         }
         let frame = match stream {
@@ -525,6 +553,14 @@ impl Monitor {
                         FromMonitor::Started { pid: e.proc.pid }
                     }
                     None => FromMonitor::NoSuchExec(exec_id),
+                };
+                self.send_to(&[client], &reply);
+            }
+            ToMonitor::ReopenLog => {
+                let reply = match self.cri_log.as_mut().map(|l| l.reopen()) {
+                    Some(Ok(())) => FromMonitor::Started { pid: self.init_pid() },
+                    Some(Err(e)) => FromMonitor::Stderr(format!("cannot reopen the log: {e}").into_bytes()),
+                    None => FromMonitor::Stderr(b"the container has no CRI log".to_vec()),
                 };
                 self.send_to(&[client], &reply);
             }
