@@ -8,6 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ fn main() {
         malformed_or_taken_ports_fail_clearly_and_leave_nothing,
         network_modes_none_and_host_and_the_etc_files,
         dad_is_off_on_both_ends_of_the_veth,
+        macs_follow_addresses_and_the_bridges_stays_as_containers_come_and_go,
     ];
     run_suite(&args, trials, world, |w| &w.server);
 }
@@ -450,5 +452,31 @@ fn dad_is_off_on_both_ends_of_the_veth(w: &World) -> Result<()> {
     let host = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/cm-{}/accept_dad", &c[..12]))?;
     ensure!(host.trim() == "0", "accept_dad on the host end: {host}");
     s.cli_ok(&["rm", "-f", &c])?;
+    Ok(())
+}
+
+/// 02:42 and the IPv4 address, as `ip link` shows it.
+fn mac_of(address: Ipv4Addr) -> String {
+    let [a, b, c, d] = address.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+fn macs_follow_addresses_and_the_bridges_stays_as_containers_come_and_go(w: &World) -> Result<()> {
+    let s = &w.server;
+    let bridge = Path::new("/sys/class/net").join(s.bridge());
+    let read = |name: &str| -> Result<String> { Ok(std::fs::read_to_string(bridge.join(name))?.trim().to_string()) };
+    // A bridge whose MAC was never set takes its ports' lowest, so containers joining would change it under
+    // the neighbor entries of the others. cm sets it (addr_assign_type 3, NET_ADDR_SET).
+    ensure!(read("addr_assign_type")? == "3", "the bridge's MAC is not a set one");
+    let mac = read("address")?;
+    ensure!(mac == mac_of(gateway_of(s)), "the bridge's MAC {mac} should follow the gateway {}", gateway_of(s));
+    for _ in 0..3 {
+        let id = s.run_detached(&[&w.image, "sleep", "60"])?;
+        let eth0 = s.cli_ok(&["exec", &id, "cat", "/sys/class/net/eth0/address"])?;
+        let address = address_of(s, &id)?;
+        s.cli_ok(&["rm", "-f", &id])?;
+        ensure!(eth0.trim() == mac_of(address), "eth0 of {address} has MAC {eth0}");
+        ensure!(read("address")? == mac, "the bridge's MAC changed from {mac} as a container came and went");
+    }
     Ok(())
 }

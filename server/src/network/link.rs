@@ -147,12 +147,15 @@ impl Netlink {
                 .await
                 .with_context(|| format!("adding {gateway}/{} to bridge {name}", subnet.prefix()))?;
         }
+        // A bridge whose MAC was never set takes the lowest of its ports' MACs, so it would change as containers
+        // come and go, and every container's neighbor entry for the gateway would point at a MAC the bridge
+        // no longer has until it went stale. A set one stays.
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .set(LinkUnspec::new_with_index(index).address(mac_for(gateway).to_vec()).up().build())
             .execute()
             .await
-            .with_context(|| format!("bringing bridge {name} up"))?;
+            .with_context(|| format!("setting bridge {name}'s MAC address and bringing it up"))?;
         Ok(index)
     }
 
@@ -228,6 +231,13 @@ pub async fn configure_container(netns: OwnedFd, address: Ipv4Addr, prefix: u8, 
     rx.await.map_err(|_| anyhow!("the network namespace thread died"))?
 }
 
+/// The MAC address of a container's eth0 or of the bridge: 02:42 (locally administered, unicast) and the
+/// IPv4 address, as docker's are.
+pub fn mac_for(address: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = address.octets();
+    [0x02, 0x42, a, b, c, d]
+}
+
 async fn configure_here(address: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
     let (connection, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
     tokio::spawn(connection);
@@ -247,8 +257,30 @@ async fn configure_here(address: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Res
         .execute()
         .await
         .with_context(|| format!("adding {address}/{prefix} to eth0"))?;
-    handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.context("bringing eth0 up")?;
+    // The MAC follows from the address, as docker's does: the host's neighbor entry for an address a removed
+    // container had stays right for the next container given it (a random MAC would leave the host sending to
+    // the old one until the entry goes stale, for a container that has not sent an ARP request yet).
+    let mac = mac_for(address).to_vec();
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).address(mac).up().build())
+        .execute()
+        .await
+        .context("setting eth0's MAC address and bringing it up")?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build();
     handle.route().add(route).execute().await.with_context(|| format!("adding the default route via {gateway}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_are_locally_administered_unicast_and_follow_the_address() {
+        let mac = mac_for(Ipv4Addr::new(10, 88, 0, 2));
+        assert_eq!(mac, [0x02, 0x42, 10, 88, 0, 2]);
+        assert_eq!(mac[0] & 0b11, 0b10, "locally administered, not multicast");
+        assert_ne!(mac_for(Ipv4Addr::new(10, 88, 0, 3)), mac);
+    }
 }

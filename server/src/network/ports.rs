@@ -108,8 +108,14 @@ mod tests {
 
     #[test]
     fn reservations_hold_the_port_and_report_the_picked_one() {
-        let (held, port) = reserve(Some(Ipv4Addr::LOCALHOST), 0, Protocol::Tcp).unwrap();
+        let (_picked, port) = reserve(Some(Ipv4Addr::LOCALHOST), 0, Protocol::Tcp).unwrap();
         assert_ne!(port, 0);
+        // Re-reserving after a drop needs a port that no other test's connect() can take as its ephemeral
+        // source port in between: one below the kernel's ephemeral range.
+        let (held, port) = (20000..32000u16)
+            .skip(std::process::id() as usize % 8000)
+            .find_map(|port| reserve(Some(Ipv4Addr::LOCALHOST), port, Protocol::Tcp).ok())
+            .unwrap();
         let again = reserve(Some(Ipv4Addr::LOCALHOST), port, Protocol::Tcp).err().unwrap();
         assert_eq!(again.raw_os_error(), Some(nix::libc::EADDRINUSE));
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err(), "nobody else can listen there");
