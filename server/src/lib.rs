@@ -23,6 +23,7 @@ pub use api::cri::{CriImages, CriRuntime};
 pub use cgroups::{Limits, parse_cpus, parse_memory};
 pub use containers::{Containers, RuntimeOptions};
 pub use events::Events;
+pub use image::trust::{pem as trust_roots_pem, roots as registry_trust_roots};
 pub use image::{ImageStore, RegistryMirror, RegistryOptions};
 pub use listen::{Listener, TlsFiles, bind, check_address, unix_incoming};
 pub use network::Ipv4Net;

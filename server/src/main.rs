@@ -1,7 +1,7 @@
 //! cm-server: the cm daemon. Runs as root, keeps its state under --root, serves cm.v1.ContainerService,
 //! gRPC health and reflection on every --listen address.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -110,9 +110,36 @@ struct Args {
     log_level: String,
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    // Before any thread exists, so that setting the environment is sound.
+    let bundle = provide_ca_bundle(&args.root);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let runtime = runtime.unwrap_or_else(|e| {
+        eprintln!("cm-server: cannot start the async runtime: {e}");
+        std::process::exit(1)
+    });
+    runtime.block_on(async_main(args, bundle));
+}
+
+/// On a machine without CA certificates, writes cm's bundled roots to `<root>/tls/ca-bundle.pem` and sets
+/// SSL_CERT_FILE to it: the default HTTP client that oci-client builds inside every registry client panics
+/// without one. What happened, to be logged once logging is up.
+fn provide_ca_bundle(root: &Path) -> Result<Option<PathBuf>, String> {
+    let roots = cm_server::registry_trust_roots();
+    if roots.system > 0 {
+        return Ok(None);
+    }
+    let path = root.join("tls").join("ca-bundle.pem");
+    std::fs::create_dir_all(root.join("tls"))
+        .and_then(|()| std::fs::write(&path, cm_server::trust_roots_pem(roots)))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // SAFETY: called from main before the runtime or any other thread is started.
+    unsafe { std::env::set_var("SSL_CERT_FILE", &path) };
+    Ok(Some(path))
+}
+
+async fn async_main(args: Args, bundle: Result<Option<PathBuf>, String>) {
     // One crypto provider for the whole process (TLS listeners); other dependencies may enable a second one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|e| {
@@ -124,6 +151,11 @@ async fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    match bundle {
+        Ok(Some(path)) => tracing::info!(path = %path.display(), "SSL_CERT_FILE points at cm's bundled roots"),
+        Ok(None) => {}
+        Err(e) => tracing::error!("{e}: pulls fail until the machine has CA certificates"),
+    }
     if let Err(e) = serve(args).await {
         eprintln!("cm-server: {e:#}");
         std::process::exit(1);
@@ -179,6 +211,18 @@ async fn serve_on(
     cri_listener: Option<(Address, Listener)>,
 ) -> anyhow::Result<()> {
     let registry = RegistryOptions { insecure: args.insecure_registry.clone(), mirrors: args.registry_mirror.clone() };
+    // Loaded now rather than at the first pull, so that what the trust store lacks is said at start.
+    let roots = cm_server::registry_trust_roots();
+    if roots.system == 0 {
+        tracing::warn!(
+            bundled = roots.bundled,
+            problems = ?roots.problems,
+            "no CA certificates on this machine (SSL_CERT_FILE, SSL_CERT_DIR, /etc/ssl): TLS registries are \
+             verified against cm's bundled Mozilla roots only"
+        );
+    } else {
+        tracing::info!(system = roots.system, bundled = roots.bundled, "registry TLS roots loaded");
+    }
     registry.validate().map_err(|e| anyhow::anyhow!("bad --registry-mirror: {e}"))?;
     let images_root = args.root.join("images");
     let images = tokio::task::spawn_blocking(move || ImageStore::open(&images_root))
@@ -257,6 +301,7 @@ async fn serve_on(
             .max_concurrent_streams(args.max_streams_per_connection)
             .concurrency_limit_per_connection(args.max_pending_per_connection as usize)
             .load_shed(true)
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_status))
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(pending.clone()))
     };
     let routes = |mut builder: Server<_>| {
@@ -296,7 +341,11 @@ async fn serve_on(
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cm_api::cri::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let router = Server::builder().add_service(reflection).add_service(runtime).add_service(images);
+        let router = Server::builder()
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_status))
+            .add_service(reflection)
+            .add_service(runtime)
+            .add_service(images);
         let mut stop = shutdown_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -334,4 +383,30 @@ async fn serve_on(
         tracing::warn!("streams still open after 5 s; exiting anyway");
     }
     Ok(())
+}
+
+/// A request handler that panicked answers INTERNAL with the panic's message (logged too), rather than
+/// dropping the client's connection with every other call on it.
+fn panic_to_status(panic: Box<dyn std::any::Any + Send + 'static>) -> http::Response<tonic::body::Body> {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(%message, "a request handler panicked");
+    tonic::Status::internal(format!("cm-server failed on this request (a bug, please report it): {message}"))
+        .into_http()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_panic_is_an_internal_status_with_its_message() {
+        let response = super::panic_to_status(Box::new(String::from("index out of bounds")));
+        let status = tonic::Status::from_header_map(response.headers()).expect("a grpc-status header");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(status.message().contains("index out of bounds"), "{}", status.message());
+        let status = tonic::Status::from_header_map(super::panic_to_status(Box::new("static")).headers()).unwrap();
+        assert!(status.message().contains("static"));
+    }
 }

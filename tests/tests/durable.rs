@@ -33,6 +33,7 @@ fn main() {
         auto_remove_containers_that_a_dead_server_left_are_removed_at_restart,
         an_exec_whose_client_and_server_died_is_killed,
         a_start_whose_setup_fails_is_the_start_error_and_leaves_nothing,
+        a_machine_without_a_ca_bundle_pulls_and_a_tls_failure_is_an_error,
     ];
     run_suite(&args, trials, world, |w| &w.server);
 }
@@ -271,4 +272,29 @@ fn a_start_whose_setup_fails_is_the_start_error_and_leaves_nothing(w: &World) ->
     ensure!(left.is_empty(), "the failed start left: {left:?}");
     s.cli_ok(&["rm", &id])?;
     Ok(())
+}
+
+/// Finding 8: with no CA bundle (SSL_CERT_FILE and SSL_CERT_DIR name nothing, as on a minimal image), the
+/// server says so at start, a plain-HTTP pull works, and a pull from a TLS registry that is not one (a
+/// loopback listener answering garbage, reached through an https mirror) fails with an error naming it: no
+/// panicked worker, no dropped connection, and the server goes on serving.
+fn a_machine_without_a_ca_bundle_pulls_and_a_tls_failure_is_an_error(w: &World) -> Result<()> {
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = garbage.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in garbage.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut &stream, b"this is not TLS\r\n\r\n");
+        }
+    });
+    let mirror = format!("tls.example.test=https://127.0.0.1:{port}");
+    let none = [("SSL_CERT_FILE", "/nonexistent/ca.pem"), ("SSL_CERT_DIR", "/nonexistent")];
+    let s = TestServer::start_with_env(&["--registry-mirror", &mirror], &none)?;
+    ensure!(s.log().contains("no CA certificates on this machine"), "the start should say so: {}", s.log());
+    s.cli_ok(&["pull", &w.image])?;
+    let out = s.cli(&["pull", "tls.example.test/library/busybox:latest"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && err.contains("tls.example.test (mirror https://127.0.0.1:"), "{}", summary(&out));
+    ensure!(!err.contains("h2 protocol error") && !s.log().contains("panicked"), "{err}\n{}", s.log());
+    s.cli_ok(&["images"])?;
+    s.leaves_nothing_behind()
 }

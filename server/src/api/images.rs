@@ -29,7 +29,7 @@ pub fn pull(
     let (events_tx, mut events_rx) = mpsc::channel(64);
     let name = reference.to_string();
     tracing::info!(reference = %name, "pull started");
-    let pull = Pull::new(store.clone(), registry, reference, auth, events_tx);
+    let pull = Pull::new(store.clone(), registry, reference, auth, events_tx)?;
     tokio::spawn(async move {
         let mut task = tokio::spawn(pull.run());
         // Forward progress until the pull stops sending (it has finished) or the client is gone.

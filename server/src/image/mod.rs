@@ -5,6 +5,7 @@ pub mod manifest;
 pub mod pull;
 pub mod reference;
 pub mod store;
+pub mod trust;
 pub(crate) mod unpack;
 
 pub use error::ImageError;

@@ -193,7 +193,7 @@ impl Pull {
         reference: Reference,
         auth: RegistryAuth,
         events: mpsc::Sender<PullEvent>,
-    ) -> Self {
+    ) -> Result<Self, ImageError> {
         let (source, registry_name, plain) = match options.mirror_for(&reference) {
             Some(m) => (
                 Reference { registry: m.authority.clone(), ..reference.clone() },
@@ -209,14 +209,19 @@ impl Pull {
         };
         let protocol =
             if plain { ClientProtocol::HttpsExcept(vec![source.registry.clone()]) } else { ClientProtocol::Https };
-        let client = Client::new(ClientConfig {
+        // The roots are given explicitly: left to itself, reqwest's platform verifier fails to build on a
+        // machine without a CA bundle, and oci-client's Client::new then panics.
+        let config = ClientConfig {
             protocol,
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(60)),
+            tls_certs_only: super::trust::roots().certificates.clone(),
             ..Default::default()
-        });
-        Pull { store, reference, source, registry_name, client, auth, events }
+        };
+        let client = Client::try_from(config)
+            .map_err(|e| ImageError::Internal(format!("cannot set up an HTTP client for {registry_name}: {e}")))?;
+        Ok(Pull { store, reference, source, registry_name, client, auth, events })
     }
 
     /// `reference` (the image's name or the name with a digest) as fetched: on the mirror, if there is one.
@@ -723,7 +728,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ImageStore::open(dir.path()).unwrap());
-        let pull = Pull::new(store, &opts, Reference::parse("busybox").unwrap(), RegistryAuth::Anonymous, tx);
+        let pull = Pull::new(store, &opts, Reference::parse("busybox").unwrap(), RegistryAuth::Anonymous, tx).unwrap();
         assert_eq!(
             pull.reference.to_string(),
             Reference::parse("docker.io/library/busybox:latest").unwrap().to_string()

@@ -143,7 +143,7 @@ impl ImageService for CriImages {
         // Progress is not part of the CRI: drained and dropped.
         tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
         tracing::info!(reference = %reference, "CRI pull started");
-        let pull = Pull::new(self.images.clone(), &self.registry, reference, auth, events_tx);
+        let pull = Pull::new(self.images.clone(), &self.registry, reference, auth, events_tx)?;
         let done = match tokio::spawn(pull.run()).await {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
