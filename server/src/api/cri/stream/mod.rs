@@ -189,6 +189,8 @@ impl StreamServer {
                 &format!("unknown or expired {kind} token (tokens are valid once, for 60 s)"),
             );
         };
+        let transport = if websocket { "WebSocket" } else { "SPDY/3.1" };
+        tracing::info!(kind, protocol, transport, "CRI streaming session");
         let containers = self.containers.clone();
         tokio::spawn(async move {
             let io = match hyper::upgrade::on(request).await {
