@@ -775,6 +775,30 @@ fn many_concurrent_execs_each_get_their_own_output(w: &World) -> Result<()> {
     drop_pod(w, &pod)
 }
 
+fn a_client_going_away_mid_stream_ends_its_exec(w: &World) -> Result<()> {
+    let (pod, id) = streaming_pod(w, "exec-gone", &["sleep", "600"], false)?;
+    let mut client = crictl(w, &["exec", "-i", &id, "sh", "-c", "echo started; exec sleep 1001"])?
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut first = [0u8; 8];
+    client.stdout.take().context("stdout")?.read_exact(&mut first)?;
+    ensure!(&first == b"started\n", "{first:?}");
+    let running = |out: &str| out.lines().any(|l| l.contains("sleep 1001"));
+    let ps = || cri(w, async |mut c| exec_out(&mut c, &id, &["ps", "-o", "pid,args"]).await);
+    ensure!(running(&ps()?), "the exec is not running");
+    // SIGKILL: no close, no FIN; the connection just drops.
+    client.kill()?;
+    client.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(&ps()?) {
+        ensure!(Instant::now() < deadline, "the exec outlived its client by 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop_pod(w, &pod)
+}
+
 /// One HTTP/1.1 request to the streaming server: (status line, body).
 fn http(url: &str, headers: &[&str]) -> Result<(String, String)> {
     let rest = url.strip_prefix("http://").context("not an http URL")?;
@@ -882,6 +906,7 @@ fn main() {
         crictl_port_forward_carries_an_http_exchange_into_the_pod,
         many_concurrent_execs_each_get_their_own_output,
         streaming_urls_are_single_use_and_bad_requests_are_refused,
+        a_client_going_away_mid_stream_ends_its_exec,
     ];
     run_suite(&args, trials, world, |w| &w.server);
 }
