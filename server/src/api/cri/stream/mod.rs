@@ -50,10 +50,60 @@ pub struct Streams {
     pub tty: bool,
 }
 
+/// The tokens issued and not used yet, each for one request, valid for `ttl`.
+struct Tokens {
+    ttl: Duration,
+    pending: Mutex<HashMap<String, (Instant, Pending)>>,
+}
+
+impl Tokens {
+    fn new(ttl: Duration) -> Self {
+        Tokens { ttl, pending: Mutex::default() }
+    }
+
+    fn issue(&self, request: Pending) -> std::io::Result<String> {
+        let token = crate::containers::new_id()?[..32].to_string();
+        let mut pending = self.pending.lock().unwrap();
+        pending.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        if pending.len() >= MAX_PENDING
+            && let Some(oldest) = pending.iter().min_by_key(|(_, (at, _))| *at).map(|(t, _)| t.clone())
+        {
+            pending.remove(&oldest);
+        }
+        pending.insert(token.clone(), (Instant::now(), request));
+        Ok(token)
+    }
+
+    /// The request of a valid token of this kind, which is then used up.
+    fn take(&self, kind: &str, token: &str) -> Option<Pending> {
+        let mut pending = self.pending.lock().unwrap();
+        let fits = match pending.get(token) {
+            Some((at, p)) if at.elapsed() < self.ttl => kind == p.kind(),
+            Some(_) => {
+                pending.remove(token);
+                false
+            }
+            None => false,
+        };
+        if fits { pending.remove(token).map(|(_, p)| p) } else { None }
+    }
+}
+
+impl Pending {
+    /// The URL path's first component for this request.
+    fn kind(&self) -> &'static str {
+        match self {
+            Pending::Exec(..) => "exec",
+            Pending::Attach(..) => "attach",
+            Pending::PortForward { .. } => "portforward",
+        }
+    }
+}
+
 pub struct StreamServer {
     address: SocketAddr,
     containers: Arc<Containers>,
-    pending: Mutex<HashMap<String, (Instant, Pending)>>,
+    tokens: Tokens,
 }
 
 impl StreamServer {
@@ -61,7 +111,7 @@ impl StreamServer {
     pub async fn bind(address: SocketAddr, containers: Arc<Containers>) -> std::io::Result<(Arc<Self>, TcpListener)> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        Ok((Arc::new(StreamServer { address, containers, pending: Mutex::default() }), listener))
+        Ok((Arc::new(StreamServer { address, containers, tokens: Tokens::new(TOKEN_TTL) }), listener))
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -70,39 +120,9 @@ impl StreamServer {
 
     /// A URL for the request, valid once, for [`TOKEN_TTL`].
     pub fn issue(&self, request: Pending) -> std::io::Result<String> {
-        let kind = match request {
-            Pending::Exec(..) => "exec",
-            Pending::Attach(..) => "attach",
-            Pending::PortForward { .. } => "portforward",
-        };
-        let token = crate::containers::new_id()?[..32].to_string();
-        let mut pending = self.pending.lock().unwrap();
-        pending.retain(|_, (at, _)| at.elapsed() < TOKEN_TTL);
-        if pending.len() >= MAX_PENDING
-            && let Some(oldest) = pending.iter().min_by_key(|(_, (at, _))| *at).map(|(t, _)| t.clone())
-        {
-            pending.remove(&oldest);
-        }
-        pending.insert(token.clone(), (Instant::now(), request));
+        let kind = request.kind();
+        let token = self.tokens.issue(request)?;
         Ok(format!("http://{}/{kind}/{token}", self.address))
-    }
-
-    fn take(&self, kind: &str, token: &str) -> Option<Pending> {
-        let mut pending = self.pending.lock().unwrap();
-        let fits = match pending.get(token) {
-            Some((at, p)) if at.elapsed() < TOKEN_TTL => matches!(
-                (kind, p),
-                ("exec", Pending::Exec(..))
-                    | ("attach", Pending::Attach(..))
-                    | ("portforward", Pending::PortForward { .. })
-            ),
-            Some(_) => {
-                pending.remove(token);
-                false
-            }
-            None => false,
-        };
-        if fits { pending.remove(token).map(|(_, p)| p) } else { None }
     }
 
     /// Answers connections until the task is dropped.
@@ -183,7 +203,7 @@ impl StreamServer {
         } else {
             response = response.header("upgrade", "SPDY/3.1").header("x-stream-protocol-version", protocol);
         }
-        let Some(pending) = self.take(kind, token) else {
+        let Some(pending) = self.tokens.take(kind, token) else {
             return error(
                 StatusCode::NOT_FOUND,
                 &format!("unknown or expired {kind} token (tokens are valid once, for 60 s)"),
@@ -233,4 +253,45 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
         .header("content-type", "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(format!("{message}\n"))))
         .expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward() -> Pending {
+        Pending::PortForward { pod: "p".into(), netns: None }
+    }
+
+    #[test]
+    fn tokens_are_single_use_and_bound_to_their_kind() {
+        let tokens = Tokens::new(TOKEN_TTL);
+        let token = tokens.issue(forward()).unwrap();
+        assert_eq!(token.len(), 32);
+        assert!(tokens.take("exec", &token).is_none(), "a port-forward token opened an exec");
+        assert!(matches!(tokens.take("portforward", &token), Some(Pending::PortForward { .. })));
+        assert!(tokens.take("portforward", &token).is_none(), "a token was used twice");
+        assert!(tokens.take("portforward", "0123").is_none());
+        assert_ne!(tokens.issue(forward()).unwrap(), tokens.issue(forward()).unwrap());
+    }
+
+    #[test]
+    fn unused_tokens_expire() {
+        let tokens = Tokens::new(Duration::from_millis(20));
+        let token = tokens.issue(forward()).unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(tokens.take("portforward", &token).is_none());
+        // Expired ones are dropped when the next is issued.
+        tokens.issue(forward()).unwrap();
+        assert_eq!(tokens.pending.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn waiting_tokens_are_bounded() {
+        let tokens = Tokens::new(TOKEN_TTL);
+        for _ in 0..=MAX_PENDING {
+            tokens.issue(forward()).unwrap();
+        }
+        assert_eq!(tokens.pending.lock().unwrap().len(), MAX_PENDING, "the oldest makes room");
+    }
 }
