@@ -393,6 +393,45 @@ mod tests {
     }
 
     #[test]
+    fn frames_of_a_known_good_peer_decode() {
+        // Written by moby/spdystream's framer (client-go's, the kubelet's): tests/cri/spdy-capture.
+        let wire: &[u8] = include_bytes!("testdata/spdystream-frames.bin");
+        let (mut buf, mut dec, mut got) = (BytesMut::from(wire), HeaderDecoder::default(), Vec::new());
+        while let Some(f) = decode(&mut buf, &mut dec).unwrap() {
+            got.push(f);
+        }
+        assert!(buf.is_empty());
+        let syn = |stream_id, fin, headers| Frame::SynStream {
+            stream_id,
+            associated_id: 0,
+            priority: 0,
+            fin,
+            unidirectional: false,
+            headers,
+        };
+        let mut error_headers = match &got[0] {
+            Frame::SynStream { headers, .. } => headers.clone(),
+            other => panic!("{other:?}"),
+        };
+        error_headers.sort();
+        assert_eq!(error_headers, h(&[("streamtype", "error"), ("x-multi", "a\0b")]));
+        assert_eq!(
+            got[1..],
+            [
+                syn(3, true, h(&[("streamtype", "stdout")])),
+                Frame::SynReply { stream_id: 1, fin: false, headers: vec![] },
+                Frame::Data { stream_id: 1, fin: false, data: b"hello".to_vec() },
+                Frame::Data { stream_id: 1, fin: true, data: vec![] },
+                Frame::Ping { id: 7 },
+                Frame::WindowUpdate { stream_id: 1, delta: 100 },
+                Frame::Settings { clear: false, entries: vec![(0, 7, 65536)] },
+                Frame::RstStream { stream_id: 3, status: 5 },
+                Frame::GoAway { last_good_stream_id: 3, status: 0 },
+            ]
+        );
+    }
+
+    #[test]
     fn header_names_become_lower_case_and_first_values_are_found() {
         let (mut enc, mut dec) = (HeaderEncoder::default(), HeaderDecoder::default());
         let mut wire = Vec::new();
