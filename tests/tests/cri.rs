@@ -565,6 +565,9 @@ fn bad_input_gets_clear_errors_and_leaves_nothing(w: &World) -> Result<()> {
     })
 }
 
+/// crictl's streaming transports: SPDY/3.1 (the default) and WebSocket.
+const TRANSPORTS: [&str; 2] = ["spdy", "websocket"];
+
 /// crictl as the critest kit builds it, talking to this server's CRI socket.
 fn crictl(w: &World, args: &[&str]) -> Result<Command> {
     let tools = std::env::var("CM_TOOLS").unwrap_or_else(|_| "/var/cache/cm-tools".into());
@@ -608,51 +611,60 @@ fn drop_pod(w: &World, pod: &str) -> Result<()> {
 
 fn crictl_exec_gives_output_stdin_and_exit_codes(w: &World) -> Result<()> {
     let (pod, id) = streaming_pod(w, "exec", &["sleep", "600"], false)?;
-    // crictl exits 1 and names the exit code it got from the error stream's status.
-    let (code, out, err) = crictl_run(w, &["exec", &id, "sh", "-c", "echo out; echo err >&2; exit 3"], None)?;
-    ensure!(
-        code == 1 && out == "out\n" && err.contains("err\n") && err.contains("command terminated with exit code 3"),
-        "exit {code}, out {out:?}, err {err:?}"
-    );
-    let (code, out, err) = crictl_run(w, &["exec", &id, "true"], None)?;
-    ensure!((code, out.as_str()) == (0, ""), "exit {code}, out {out:?}, err {err:?}");
-    // stdin reaches the process, and its end (crictl's stdin closing) ends cat.
-    let (code, out, err) = crictl_run(w, &["exec", "-i", &id, "sh", "-c", "cat; echo done"], Some("hello\nworld\n"))?;
-    ensure!((code, out.as_str()) == (0, "hello\nworld\ndone\n"), "exit {code}, out {out:?}, err {err:?}");
+    for transport in TRANSPORTS {
+        // crictl exits 1 and names the exit code it got from the error stream's status.
+        let (code, out, err) =
+            crictl_run(w, &["exec", "-r", transport, &id, "sh", "-c", "echo out; echo err >&2; exit 3"], None)?;
+        ensure!(
+            code == 1 && out == "out\n" && err.contains("err\n") && err.contains("command terminated with exit code 3"),
+            "{transport}: exit {code}, out {out:?}, err {err:?}"
+        );
+        let (code, out, err) = crictl_run(w, &["exec", "-r", transport, &id, "true"], None)?;
+        ensure!((code, out.as_str()) == (0, ""), "{transport}: exit {code}, out {out:?}, err {err:?}");
+        // stdin reaches the process, and its end (crictl's stdin closing) ends cat.
+        let (code, out, err) =
+            crictl_run(w, &["exec", "-r", transport, "-i", &id, "sh", "-c", "cat; echo done"], Some("hello\nworld\n"))?;
+        ensure!(
+            (code, out.as_str()) == (0, "hello\nworld\ndone\n"),
+            "{transport}: exit {code}, out {out:?}, err {err:?}"
+        );
+    }
     drop_pod(w, &pod)
 }
 
 fn crictl_exec_it_gets_a_terminal_that_resizes(w: &World) -> Result<()> {
     let (pod, id) = streaming_pod(w, "exec-tty", &["sleep", "600"], false)?;
-    let mut term = PtyChild::spawn(crictl(w, &["exec", "-it", &id, "sh"])?, 30, 100)?;
-    term.expect("# ", Duration::from_secs(15)).context("no shell prompt")?;
-    term.write("tty; stty size\n")?;
-    term.expect("/dev/pts/", Duration::from_secs(5))?;
-    term.expect("30 100", Duration::from_secs(5))?;
-    term.resize(40, 120)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        term.write("stty size\n")?;
-        if term.expect("# ", Duration::from_secs(5))?.contains("40 120") {
-            break;
+    for transport in TRANSPORTS {
+        let mut term = PtyChild::spawn(crictl(w, &["exec", "-r", transport, "-it", &id, "sh"])?, 30, 100)?;
+        term.expect("# ", Duration::from_secs(15)).context("no shell prompt")?;
+        term.write("tty; stty size\n")?;
+        term.expect("/dev/pts/", Duration::from_secs(5))?;
+        term.expect("30 100", Duration::from_secs(5))?;
+        term.resize(40, 120)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            term.write("stty size\n")?;
+            if term.expect("# ", Duration::from_secs(5))?.contains("40 120") {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the resize never arrived:\n{}", term.transcript());
+            std::thread::sleep(Duration::from_millis(100));
         }
-        ensure!(Instant::now() < deadline, "the resize never arrived:\n{}", term.transcript());
-        std::thread::sleep(Duration::from_millis(100));
+        term.write("exit 7\n")?;
+        let status = term.wait(Duration::from_secs(10))?;
+        let transcript = term.transcript();
+        ensure!(
+            status.code() == Some(1) && transcript.contains("command terminated with exit code 7"),
+            "crictl exec -r {transport} -it exited {status}:\n{transcript}"
+        );
     }
-    term.write("exit 7\n")?;
-    let status = term.wait(Duration::from_secs(10))?;
-    let transcript = term.transcript();
-    ensure!(
-        status.code() == Some(1) && transcript.contains("command terminated with exit code 7"),
-        "crictl exec -it exited {status}:\n{transcript}"
-    );
     drop_pod(w, &pod)
 }
 
 /// `crictl attach -i`: writes `input`, reads until `expect` shows, then closes its stdin, which ends the
 /// attach (the container keeps running). The attach's output, and its exit code.
-fn attach_until(w: &World, id: &str, input: &str, expect: &str) -> Result<(String, i32)> {
-    let mut child = crictl(w, &["attach", "-i", id])?
+fn attach_until(w: &World, transport: &str, id: &str, input: &str, expect: &str) -> Result<(String, i32)> {
+    let mut child = crictl(w, &["attach", "-r", transport, "-i", id])?
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -694,11 +706,13 @@ fn attach_until(w: &World, id: &str, input: &str, expect: &str) -> Result<(Strin
 fn crictl_attach_reaches_a_container_started_with_stdin(w: &World) -> Result<()> {
     // sh reading commands from its stdin; the attach's input is its input, its output comes back.
     let (pod, id) = streaming_pod(w, "attach", &["sh"], true)?;
-    let (out, code) = attach_until(w, &id, "echo attached-$((6*7))\n", "attached-42")?;
-    ensure!(code == 0 && out.contains("attached-42"), "exit {code}, out {out:?}");
-    // The client's stdin ending ended the attach only: the container still runs and takes a second one.
-    let (out, code) = attach_until(w, &id, "echo again-$((1+1))\n", "again-2")?;
-    ensure!(code == 0 && out.contains("again-2"), "exit {code}, out {out:?}");
+    for transport in TRANSPORTS {
+        let (out, code) = attach_until(w, transport, &id, "echo attached-$((6*7))\n", "attached-42")?;
+        ensure!(code == 0 && out.contains("attached-42"), "{transport}: exit {code}, out {out:?}");
+        // The client's stdin ending ended the attach only: the container still runs and takes a second one.
+        let (out, code) = attach_until(w, transport, &id, "echo again-$((1+1))\n", "again-2")?;
+        ensure!(code == 0 && out.contains("again-2"), "{transport}: exit {code}, out {out:?}");
+    }
     cri(w, async |mut c| {
         let s = container_status(&mut c, &id).await?;
         ensure!(s.state == pb::ContainerState::ContainerRunning as i32, "{s:?}");
@@ -712,44 +726,46 @@ fn crictl_port_forward_carries_an_http_exchange_into_the_pod(w: &World) -> Resul
     let script =
         "mkdir -p /www && echo hello-from-the-pod > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www";
     let (pod, _) = streaming_pod(w, "portfwd", &["sh", "-c", script], false)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut forward = crictl(w, &["port-forward", &pod, &format!("{port}:8080")])?
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let result = (|| -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let exchange = |path: &str| -> Result<String> {
-            let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
-            tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-            write!(tcp, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n")?;
-            let mut response = String::new();
-            tcp.read_to_string(&mut response)?;
-            Ok(response)
-        };
-        let response = loop {
-            match exchange("/index.html") {
-                Ok(r) if !r.is_empty() => break r,
-                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-                other => anyhow::bail!("no answer through the forward: {other:?}"),
+    for transport in TRANSPORTS {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut forward = crictl(w, &["port-forward", "-r", transport, &pod, &format!("{port}:8080")])?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let result = (|| -> Result<()> {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let exchange = |path: &str| -> Result<String> {
+                let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+                write!(tcp, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n")?;
+                let mut response = String::new();
+                tcp.read_to_string(&mut response)?;
+                Ok(response)
+            };
+            let response = loop {
+                match exchange("/index.html") {
+                    Ok(r) if !r.is_empty() => break r,
+                    _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                    other => anyhow::bail!("no answer through the forward: {other:?}"),
+                }
+            };
+            ensure!(response.starts_with("HTTP/1.") && response.contains("hello-from-the-pod"), "{response:?}");
+            // Several connections over the same forward, at once.
+            let answers: Vec<Result<String>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4).map(|_| s.spawn(|| exchange("/index.html"))).collect();
+                handles.into_iter().map(|h| h.join().expect("a thread")).collect()
+            });
+            for a in answers {
+                ensure!(a?.contains("hello-from-the-pod"), "a concurrent exchange failed");
             }
-        };
-        ensure!(response.starts_with("HTTP/1.") && response.contains("hello-from-the-pod"), "{response:?}");
-        // Several connections over the same forward, at once.
-        let answers: Vec<Result<String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| exchange("/index.html"))).collect();
-            handles.into_iter().map(|h| h.join().expect("a thread")).collect()
-        });
-        for a in answers {
-            ensure!(a?.contains("hello-from-the-pod"), "a concurrent exchange failed");
-        }
-        let missing = exchange("/nope")?;
-        ensure!(missing.starts_with("HTTP/1.0 404") || missing.starts_with("HTTP/1.1 404"), "{missing:?}");
-        Ok(())
-    })();
-    let _ = forward.kill();
-    let _ = forward.wait();
-    result?;
+            let missing = exchange("/nope")?;
+            ensure!(missing.starts_with("HTTP/1.0 404") || missing.starts_with("HTTP/1.1 404"), "{missing:?}");
+            Ok(())
+        })();
+        let _ = forward.kill();
+        let _ = forward.wait();
+        result.with_context(|| format!("port-forward over {transport}"))?;
+    }
     drop_pod(w, &pod)
 }
 

@@ -1,7 +1,8 @@
 //! The CRI streaming server: the CRI's Exec, Attach and PortForward answer a URL with a one-time token
 //! (`http://ADDR/exec/TOKEN`, `/attach/TOKEN`, `/portforward/TOKEN`) bound to the request, valid for a
 //! minute; the kubelet (or crictl, critest) upgrades that URL to SPDY/3.1 (remotecommand v1-v5,
-//! portforward.k8s.io) or, for exec and attach, to WebSocket (v4/v5.channel.k8s.io). Sessions run on the
+//! portforward.k8s.io) or to WebSocket (v4/v5.channel.k8s.io for exec and attach, client-go's SPDY tunnel
+//! `SPDY/3.1+portforward.k8s.io` for port-forward). Sessions run on the
 //! domain's exec and attach, the same as cm.v1's.
 
 mod conn;
@@ -171,16 +172,14 @@ impl StreamServer {
                 "this URL must be upgraded to SPDY/3.1 or WebSocket (Connection: Upgrade)",
             );
         }
-        if websocket && kind == "portforward" {
-            return error(StatusCode::BAD_REQUEST, "port-forward is served over SPDY/3.1 only");
-        }
         let offered: Vec<String> = if websocket {
             header_values(&request, "sec-websocket-protocol")
         } else {
             header_values(&request, "x-stream-protocol-version")
         };
         let supported: &[&str] = match (kind, websocket) {
-            ("portforward", _) => &[portforward::PROTOCOL],
+            ("portforward", true) => &[websocket::PORTFORWARD_TUNNEL],
+            ("portforward", false) => &[portforward::PROTOCOL],
             (_, true) => websocket::PROTOCOLS,
             (_, false) => remotecommand::PROTOCOLS,
         };
@@ -225,6 +224,7 @@ impl StreamServer {
                 Pending::Attach(r, s) if websocket => websocket::attach(containers, r, s, protocol, io).await,
                 Pending::Exec(r, s) => remotecommand::exec(containers, r, s, protocol, io).await,
                 Pending::Attach(r, s) => remotecommand::attach(containers, r, s, protocol, io).await,
+                Pending::PortForward { pod, netns } if websocket => websocket::portforward(pod, netns, io).await,
                 Pending::PortForward { pod, netns } => portforward::serve(pod, netns, io).await,
             }
         });

@@ -1,11 +1,14 @@
 //! Exec and attach over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io): binary messages whose first byte is
 //! the channel (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize); v5's `[255, channel]` closes a channel
-//! (the client's stdin). The connection's close ends the session.
+//! (the client's stdin). The connection's close ends the session. Port-forward over WebSocket is client-go's
+//! tunnel (`SPDY/3.1+portforward.k8s.io`): the SPDY session's bytes in binary messages, both ways.
 
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::path::PathBuf;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,6 +20,8 @@ use crate::containers::{AttachRequest, Containers, ExecRequest};
 
 /// WebSocket subprotocols, preferred first.
 pub const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// Port-forward's SPDY session tunnelled through WebSocket.
+pub const PORTFORWARD_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -111,4 +116,53 @@ pub async fn attach<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 ) {
     over_websocket(io, streams, protocol, |inputs, out| run_attach(containers, request, streams, inputs, protocol, out))
         .await
+}
+
+/// Port-forward through the WebSocket tunnel: the SPDY session runs on one end of a pipe whose other end the
+/// WebSocket messages carry.
+pub async fn portforward<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    pod: String,
+    netns: Option<PathBuf>,
+    io: IO,
+) {
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let (mut sink, mut source) = ws.split();
+    let (session_end, tunnel_end) = tokio::io::duplex(64 << 10);
+    let (mut from_session, mut to_session) = tokio::io::split(tunnel_end);
+    let session = tokio::spawn(super::portforward::serve(pod, netns, session_end));
+    let inbound = async move {
+        while let Some(Ok(message)) = source.next().await {
+            let data = match message {
+                Message::Binary(d) => d,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if to_session.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_session.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match from_session.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        let _ = sink.send(Message::Close(Some(close))).await;
+        let _ = sink.close().await;
+    };
+    // Either side ending ends the tunnel; the session then sees EOF and ends its forwards.
+    tokio::select! {
+        _ = inbound => {},
+        _ = outbound => {},
+    }
+    session.abort();
 }
