@@ -19,6 +19,7 @@ pub(crate) mod store;
 
 // What the binaries use. Everything else is crate-private, so rustc reports what nothing uses.
 pub use api::ContainerApi;
+pub use api::cri::stream::StreamServer;
 pub use api::cri::{CriImages, CriRuntime};
 pub use cgroups::{Limits, parse_cpus, parse_memory};
 pub use containers::{Containers, RuntimeOptions};

@@ -13,7 +13,7 @@ use cm_api::v1::container_service_server::ContainerServiceServer;
 use cm_server::{
     BRIDGE, BridgeNetwork, Cni, CniOptions, ContainerApi, Containers, CriImages, CriRuntime, Events, ImageStore,
     Ipv4Net, Limits, Listener, LogLimits, NetworkOptions, Networks, PodNetwork, Pods, RegistryMirror, RegistryOptions,
-    RuntimeOptions, TlsFiles, bind, check_address, parse_cpus, parse_memory, unix_incoming,
+    RuntimeOptions, StreamServer, TlsFiles, bind, check_address, parse_cpus, parse_memory, unix_incoming,
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -105,6 +105,10 @@ struct Args {
     /// unix:/run/cm/cri.sock. Off unless given.
     #[arg(long = "cri-listen", value_name = "ADDR")]
     cri_listen: Option<Address>,
+    /// Where the CRI streaming server (the URLs of Exec, Attach and PortForward) listens, with --cri-listen:
+    /// HOST:PORT over plain HTTP, so keep it on loopback (the kubelet runs on this host). Port 0: any free one.
+    #[arg(long = "cri-stream-listen", value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    cri_stream_listen: std::net::SocketAddr,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as cm_server=debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -266,6 +270,7 @@ async fn serve_on(
         tracing::info!(reclaimed, "removed content left by an interrupted pull");
     }
     // The CRI: pods over the same containers and images.
+    let mut streaming = None;
     let cri = match cri_listener {
         Some(listener) => {
             // CNI: without a config in --cni-conf-dir pods get loopback only and Status says why.
@@ -273,7 +278,15 @@ async fn serve_on(
             let pods = Pods::open(&args.root, containers.clone(), network)
                 .await
                 .with_context(|| format!("cannot load the pods under {}", args.root.display()))?;
-            let runtime = RuntimeServiceServer::new(CriRuntime::new(pods));
+            let (stream, stream_listener) = StreamServer::bind(args.cri_stream_listen, containers.clone())
+                .await
+                .with_context(|| format!("cannot listen on --cri-stream-listen {}", args.cri_stream_listen))?;
+            if !stream.address().ip().is_loopback() {
+                tracing::warn!(address = %stream.address(), "the CRI streaming server is not on loopback");
+            }
+            tracing::info!(address = %stream.address(), "CRI streaming server listening");
+            streaming = Some(tokio::spawn(stream.clone().serve(stream_listener)));
+            let runtime = RuntimeServiceServer::new(CriRuntime::new(pods, stream));
             let images = ImageServiceServer::new(CriImages::new(images.clone(), registry.clone(), containers.clone()));
             Some((listener, runtime, images))
         }
@@ -371,6 +384,9 @@ async fn serve_on(
         }
     }
     let _ = shutdown_tx.send(true);
+    if let Some(streaming) = streaming {
+        streaming.abort();
+    }
     // Streams in flight (a pull) get a moment to end; then we go.
     let drain = async {
         while let Some(result) = servers.join_next().await {

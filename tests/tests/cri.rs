@@ -4,14 +4,20 @@
 //! idempotent stops and removes, and bad input. The server runs without CNI: pods get loopback only, and
 //! Status says NetworkReady false with a reason. Every test removes its pods; the suite then checks (the
 //! harness's leave-nothing-behind) that no pod directory, namespace mount, container or cgroup is left.
+//! Streaming (Exec, Attach, PortForward URLs) is driven by crictl (the critest kit's, in
+//! /var/cache/cm-tools): exec with and without a terminal (a pty this test makes), attach, port-forward of an
+//! HTTP exchange, many concurrent execs, and the streaming server's refusals of bad requests.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use cm_api::cri as pb;
 use cm_e2e::harness::*;
+use cm_e2e::pty::PtyChild;
 use cm_e2e::server::CriClients;
 use cm_e2e::trials;
 use cm_e2e::{Registry, fixtures, push_image};
@@ -21,6 +27,8 @@ struct World {
     registry: Registry,
     server: TestServer,
     image: String,
+    /// unix:///path of the CRI socket.
+    endpoint: String,
     /// Holds the CRI socket's directory.
     _sockets: tempfile::TempDir,
 }
@@ -40,7 +48,8 @@ fn setup() -> Result<World> {
     std::fs::create_dir(&net_d)?;
     let server = TestServer::start(&["--cri-listen", &cri, "--cni-conf-dir", &net_d.display().to_string()])?;
     server.cli_ok(&["pull", &image])?;
-    Ok(World { registry, server, image, _sockets: sockets })
+    let endpoint = format!("unix://{}", sockets.path().join("cri.sock").display());
+    Ok(World { registry, server, image, endpoint, _sockets: sockets })
 }
 
 /// Runs `f` with fresh CRI clients on a runtime of its own.
@@ -362,12 +371,6 @@ fn exec_sync_gives_output_and_exit_code_and_kills_at_the_timeout(w: &World) -> R
         ensure!(!ps.contains("sleep 777"), "the timed-out command still runs: {ps}");
         let missing = exec(&mut c, &id, &["/no/such"], 10).await?;
         ensure!(missing.exit_code == 127, "{missing:?}");
-        // Streaming Exec is not served yet, and says so.
-        let streaming = c
-            .runtime
-            .exec(pb::ExecRequest { container_id: id.clone(), cmd: vec!["sh".into()], ..Default::default() })
-            .await;
-        ensure!(streaming.as_ref().is_err_and(|s| s.code() == tonic::Code::Unimplemented), "{streaming:?}");
         remove_pod(&mut c, &pod).await
     })
 }
@@ -562,6 +565,343 @@ fn bad_input_gets_clear_errors_and_leaves_nothing(w: &World) -> Result<()> {
     })
 }
 
+/// crictl's streaming transports: SPDY/3.1 (the default) and WebSocket.
+const TRANSPORTS: [&str; 2] = ["spdy", "websocket"];
+
+/// crictl as the critest kit builds it, talking to this server's CRI socket.
+fn crictl(w: &World, args: &[&str]) -> Result<Command> {
+    let tools = std::env::var("CM_TOOLS").unwrap_or_else(|_| "/var/cache/cm-tools".into());
+    let bin = std::path::Path::new(&tools).join("cri-tools-v1.37.0/crictl");
+    ensure!(bin.exists(), "{} is missing: scripts/install-deps builds it (the cri_deps block)", bin.display());
+    let mut cmd = Command::new(bin);
+    cmd.args(["--runtime-endpoint", &w.endpoint, "--image-endpoint", &w.endpoint, "--timeout", "30s"]).args(args);
+    cmd.stdin(Stdio::null());
+    Ok(cmd)
+}
+
+/// Runs crictl with `input` on its stdin: (exit code, stdout, stderr).
+fn crictl_run(w: &World, args: &[&str], input: Option<&str>) -> Result<(i32, String, String)> {
+    let mut cmd = crictl(w, args)?;
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    if let Some(input) = input {
+        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok((out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr)))
+}
+
+/// A pod with one running container of `args` (stdin open if asked): (pod, container).
+fn streaming_pod(w: &World, name: &str, args: &[&str], stdin: bool) -> Result<(String, String)> {
+    cri(w, async |mut c| {
+        let config = pod_config(w, &unique(name));
+        let pod = run_pod(&mut c, &config).await?;
+        let mut container = container_config(w, name, args);
+        container.stdin = stdin;
+        let id = create(&mut c, &pod, container, &config).await?;
+        start(&mut c, &id).await?;
+        Ok((pod, id))
+    })
+}
+
+fn drop_pod(w: &World, pod: &str) -> Result<()> {
+    cri(w, async |mut c| remove_pod(&mut c, pod).await)
+}
+
+fn crictl_exec_gives_output_stdin_and_exit_codes(w: &World) -> Result<()> {
+    let (pod, id) = streaming_pod(w, "exec", &["sleep", "600"], false)?;
+    for transport in TRANSPORTS {
+        // crictl exits 1 and names the exit code it got from the error stream's status.
+        let (code, out, err) =
+            crictl_run(w, &["exec", "-r", transport, &id, "sh", "-c", "echo out; echo err >&2; exit 3"], None)?;
+        ensure!(
+            code == 1 && out == "out\n" && err.contains("err\n") && err.contains("command terminated with exit code 3"),
+            "{transport}: exit {code}, out {out:?}, err {err:?}"
+        );
+        let (code, out, err) = crictl_run(w, &["exec", "-r", transport, &id, "true"], None)?;
+        ensure!((code, out.as_str()) == (0, ""), "{transport}: exit {code}, out {out:?}, err {err:?}");
+        // stdin reaches the process, and its end (crictl's stdin closing) ends cat.
+        let (code, out, err) =
+            crictl_run(w, &["exec", "-r", transport, "-i", &id, "sh", "-c", "cat; echo done"], Some("hello\nworld\n"))?;
+        ensure!(
+            (code, out.as_str()) == (0, "hello\nworld\ndone\n"),
+            "{transport}: exit {code}, out {out:?}, err {err:?}"
+        );
+    }
+    drop_pod(w, &pod)
+}
+
+fn crictl_exec_it_gets_a_terminal_that_resizes(w: &World) -> Result<()> {
+    let (pod, id) = streaming_pod(w, "exec-tty", &["sleep", "600"], false)?;
+    for transport in TRANSPORTS {
+        let mut term = PtyChild::spawn(crictl(w, &["exec", "-r", transport, "-it", &id, "sh"])?, 30, 100)?;
+        term.expect("# ", Duration::from_secs(15)).context("no shell prompt")?;
+        term.write("tty; stty size\n")?;
+        term.expect("/dev/pts/", Duration::from_secs(5))?;
+        term.expect("30 100", Duration::from_secs(5))?;
+        term.resize(40, 120)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            term.write("stty size\n")?;
+            if term.expect("# ", Duration::from_secs(5))?.contains("40 120") {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the resize never arrived:\n{}", term.transcript());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        term.write("exit 7\n")?;
+        let status = term.wait(Duration::from_secs(10))?;
+        let transcript = term.transcript();
+        ensure!(
+            status.code() == Some(1) && transcript.contains("command terminated with exit code 7"),
+            "crictl exec -r {transport} -it exited {status}:\n{transcript}"
+        );
+    }
+    drop_pod(w, &pod)
+}
+
+/// `crictl attach -i`: writes `input`, reads until `expect` shows, then closes its stdin, which ends the
+/// attach (the container keeps running). The attach's output, and its exit code.
+fn attach_until(w: &World, transport: &str, id: &str, input: &str, expect: &str) -> Result<(String, i32)> {
+    let mut child = crictl(w, &["attach", "-r", transport, "-i", id])?
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    stdin.write_all(input.as_bytes())?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.contains(expect) && Instant::now() < deadline {
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+            out.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("crictl attach did not end after its stdin closed; output {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok((out, status.code().unwrap_or(-1)))
+}
+
+fn crictl_attach_reaches_a_container_started_with_stdin(w: &World) -> Result<()> {
+    // sh reading commands from its stdin; the attach's input is its input, its output comes back.
+    let (pod, id) = streaming_pod(w, "attach", &["sh"], true)?;
+    for transport in TRANSPORTS {
+        let (out, code) = attach_until(w, transport, &id, "echo attached-$((6*7))\n", "attached-42")?;
+        ensure!(code == 0 && out.contains("attached-42"), "{transport}: exit {code}, out {out:?}");
+        // The client's stdin ending ended the attach only: the container still runs and takes a second one.
+        let (out, code) = attach_until(w, transport, &id, "echo again-$((1+1))\n", "again-2")?;
+        ensure!(code == 0 && out.contains("again-2"), "{transport}: exit {code}, out {out:?}");
+    }
+    cri(w, async |mut c| {
+        let s = container_status(&mut c, &id).await?;
+        ensure!(s.state == pb::ContainerState::ContainerRunning as i32, "{s:?}");
+        Ok(())
+    })?;
+    drop_pod(w, &pod)
+}
+
+fn crictl_port_forward_carries_an_http_exchange_into_the_pod(w: &World) -> Result<()> {
+    // The server listens on the pod's loopback only: nothing on the host could answer in its place.
+    let script =
+        "mkdir -p /www && echo hello-from-the-pod > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www";
+    let (pod, _) = streaming_pod(w, "portfwd", &["sh", "-c", script], false)?;
+    for transport in TRANSPORTS {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut forward = crictl(w, &["port-forward", "-r", transport, &pod, &format!("{port}:8080")])?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let result = (|| -> Result<()> {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let exchange = |path: &str| -> Result<String> {
+                let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+                write!(tcp, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n")?;
+                let mut response = String::new();
+                tcp.read_to_string(&mut response)?;
+                Ok(response)
+            };
+            let response = loop {
+                match exchange("/index.html") {
+                    Ok(r) if !r.is_empty() => break r,
+                    _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                    other => anyhow::bail!("no answer through the forward: {other:?}"),
+                }
+            };
+            ensure!(response.starts_with("HTTP/1.") && response.contains("hello-from-the-pod"), "{response:?}");
+            // Several connections over the same forward, at once.
+            let answers: Vec<Result<String>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4).map(|_| s.spawn(|| exchange("/index.html"))).collect();
+                handles.into_iter().map(|h| h.join().expect("a thread")).collect()
+            });
+            for a in answers {
+                ensure!(a?.contains("hello-from-the-pod"), "a concurrent exchange failed");
+            }
+            let missing = exchange("/nope")?;
+            ensure!(missing.starts_with("HTTP/1.0 404") || missing.starts_with("HTTP/1.1 404"), "{missing:?}");
+            Ok(())
+        })();
+        let _ = forward.kill();
+        let _ = forward.wait();
+        result.with_context(|| format!("port-forward over {transport}"))?;
+    }
+    drop_pod(w, &pod)
+}
+
+fn many_concurrent_execs_each_get_their_own_output(w: &World) -> Result<()> {
+    let (pod, id) = streaming_pod(w, "exec-many", &["sleep", "600"], false)?;
+    let results: Vec<Result<(i32, String, String)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let id = id.clone();
+                s.spawn(move || crictl_run(w, &["exec", &id, "sh", "-c", &format!("echo exec-{i}; exit {i}")], None))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a thread")).collect()
+    });
+    for (i, r) in results.into_iter().enumerate() {
+        let (code, out, err) = r?;
+        let named = i == 0 || err.contains(&format!("command terminated with exit code {i}"));
+        ensure!(
+            code == (i > 0) as i32 && named && out == format!("exec-{i}\n"),
+            "exec {i}: exit {code}, out {out:?}, err {err:?}"
+        );
+    }
+    drop_pod(w, &pod)
+}
+
+fn a_client_going_away_mid_stream_ends_its_exec(w: &World) -> Result<()> {
+    let (pod, id) = streaming_pod(w, "exec-gone", &["sleep", "600"], false)?;
+    let mut client = crictl(w, &["exec", "-i", &id, "sh", "-c", "echo started; exec sleep 1001"])?
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut first = [0u8; 8];
+    client.stdout.take().context("stdout")?.read_exact(&mut first)?;
+    ensure!(&first == b"started\n", "{first:?}");
+    let running = |out: &str| out.lines().any(|l| l.contains("sleep 1001"));
+    let ps = || cri(w, async |mut c| exec_out(&mut c, &id, &["ps", "-o", "pid,args"]).await);
+    ensure!(running(&ps()?), "the exec is not running");
+    // SIGKILL: no close, no FIN; the connection just drops.
+    client.kill()?;
+    client.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(&ps()?) {
+        ensure!(Instant::now() < deadline, "the exec outlived its client by 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop_pod(w, &pod)
+}
+
+/// One HTTP/1.1 request to the streaming server: (status line, body).
+fn http(url: &str, headers: &[&str]) -> Result<(String, String)> {
+    let rest = url.strip_prefix("http://").context("not an http URL")?;
+    let (addr, path) = rest.split_once('/').context("no path")?;
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!("GET /{path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for h in headers {
+        request.push_str(&format!("{h}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the headers (and a short body) are in; a 101 keeps the connection open.
+    while let Ok(n) = tcp.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        response.extend(&buf[..n]);
+        let text = String::from_utf8_lossy(&response);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                let status = head.lines().next().unwrap_or("").to_string();
+                return Ok((status, body.to_string()));
+            }
+        }
+    }
+    anyhow::bail!("no whole response: {:?}", String::from_utf8_lossy(&response))
+}
+
+fn streaming_urls_are_single_use_and_bad_requests_are_refused(w: &World) -> Result<()> {
+    let (pod, id) = streaming_pod(w, "urls", &["sleep", "600"], false)?;
+    let url = cri(w, async |mut c| {
+        let request =
+            pb::ExecRequest { container_id: id.clone(), cmd: vec!["true".into()], stdout: true, ..Default::default() };
+        Ok(c.runtime.exec(request).await?.into_inner().url)
+    })?;
+    ensure!(url.starts_with("http://127.0.0.1:") && url.contains("/exec/"), "{url}");
+    // Not an upgrade: 400, and the token stays valid.
+    let (status, body) = http(&url, &[])?;
+    ensure!(status.contains(" 400 ") && body.contains("upgraded to SPDY/3.1 or WebSocket"), "{status} {body}");
+    let spdy = ["Connection: Upgrade", "Upgrade: SPDY/3.1"];
+    let (status, body) = http(&url, &[spdy[0], spdy[1], "X-Stream-Protocol-Version: v9.channel.k8s.io"])?;
+    ensure!(status.contains(" 400 ") && body.contains("no supported streaming protocol"), "{status} {body}");
+    // The first upgrade takes the token; the second finds none.
+    let v4 = "X-Stream-Protocol-Version: v4.channel.k8s.io";
+    let (status, _) = http(&url, &[spdy[0], spdy[1], v4])?;
+    ensure!(status.contains(" 101 "), "{status}");
+    let (status, body) = http(&url, &[spdy[0], spdy[1], v4])?;
+    ensure!(status.contains(" 404 ") && body.contains("unknown or expired exec token"), "{status} {body}");
+    // A token is for its kind of request only, and made-up paths are refused.
+    let attach_path = url.replace("/exec/", "/attach/");
+    let (status, _) = http(&attach_path, &[spdy[0], spdy[1], v4])?;
+    ensure!(status.contains(" 404 "), "{status}");
+    let (status, body) = http(&url.replace("/exec/", "/shell/"), &[])?;
+    ensure!(status.contains(" 404 ") && body.contains("unknown streaming request"), "{status} {body}");
+    // The CRI refuses what no stream could serve.
+    cri(w, async |mut c| {
+        let both = pb::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["sh".into()],
+            tty: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let r = c.runtime.exec(both).await;
+        ensure!(r.as_ref().is_err_and(|s| s.code() == tonic::Code::InvalidArgument), "{r:?}");
+        let none = pb::ExecRequest { container_id: id.clone(), cmd: vec!["sh".into()], ..Default::default() };
+        let r = c.runtime.exec(none).await;
+        ensure!(r.as_ref().is_err_and(|s| s.code() == tonic::Code::InvalidArgument), "{r:?}");
+        let attach = pb::AttachRequest { container_id: id.clone(), stdin: true, stdout: true, ..Default::default() };
+        let r = c.runtime.attach(attach).await;
+        ensure!(r.as_ref().is_err_and(|s| s.code() == tonic::Code::FailedPrecondition), "{r:?}");
+        let unknown = pb::PortForwardRequest { pod_sandbox_id: "f".repeat(64), port: vec![80] };
+        let r = c.runtime.port_forward(unknown).await;
+        ensure!(r.as_ref().is_err_and(|s| s.code() == tonic::Code::NotFound), "{r:?}");
+        Ok(())
+    })?;
+    drop_pod(w, &pod)
+}
+
 fn main() {
     let mut args = Arguments::from_args();
     args.test_threads = args.test_threads.or(Some(2));
@@ -576,6 +916,13 @@ fn main() {
         images_pull_status_list_and_remove,
         stop_waits_for_the_timeout_then_kills,
         bad_input_gets_clear_errors_and_leaves_nothing,
+        crictl_exec_gives_output_stdin_and_exit_codes,
+        crictl_exec_it_gets_a_terminal_that_resizes,
+        crictl_attach_reaches_a_container_started_with_stdin,
+        crictl_port_forward_carries_an_http_exchange_into_the_pod,
+        many_concurrent_execs_each_get_their_own_output,
+        streaming_urls_are_single_use_and_bad_requests_are_refused,
+        a_client_going_away_mid_stream_ends_its_exec,
     ];
     run_suite(&args, trials, world, |w| &w.server);
 }

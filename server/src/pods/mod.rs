@@ -131,6 +131,11 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> ContainerError {
 const SHARED: [&str; 4] = ["net", "ipc", "uts", "pid"];
 
 impl Pods {
+    /// The pod's network namespace file, or None when the pod uses the host's network.
+    pub fn netns(&self, pod: &Pod) -> Option<PathBuf> {
+        (!pod.record().spec.host_network).then(|| pod.ns_file("net"))
+    }
+
     /// Loads the pods under `root/pods`. A pod whose holder is gone (it died, or the server crashed between
     /// steps) is made NotReady and its network torn down and namespace files released: nothing of it outlives
     /// its holder but the record, until RemovePodSandbox.

@@ -1,10 +1,11 @@
 //! Kubernetes CRI v1 (runtime.v1 RuntimeService and ImageService), a second thin API over the same domain as
 //! cm.v1: pods ([`crate::pods`]), containers, the image store. Requests are converted here ([`convert`]),
-//! domain errors become statuses through api/status.rs. Streaming (Exec, Attach, PortForward URLs) is not
-//! served yet: those answer UNIMPLEMENTED.
+//! domain errors become statuses through api/status.rs. Exec, Attach and PortForward answer URLs of the
+//! streaming server ([`stream`]).
 
 mod convert;
 mod images;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -18,22 +19,37 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::containers::{
-    Container, ContainerError, ContainerStatus, Containers, CreateSpec, ExecRequest, Network, Privileges, Seccomp,
-    Security, SessionOutput,
+    AttachRequest, Container, ContainerError, ContainerStatus, Containers, CreateSpec, ExecRequest, Network,
+    Privileges, Seccomp, Security, SessionOutput,
 };
 use crate::pods::{PodState, Pods};
 pub use images::CriImages;
+use stream::{Pending, StreamServer, Streams};
 
 /// The CRI runtime service.
 #[derive(Clone)]
 pub struct CriRuntime {
     pods: Arc<Pods>,
     containers: Arc<Containers>,
+    stream: Arc<StreamServer>,
 }
 
 impl CriRuntime {
-    pub fn new(pods: Arc<Pods>) -> Self {
-        CriRuntime { containers: pods.containers().clone(), pods }
+    pub fn new(pods: Arc<Pods>, stream: Arc<StreamServer>) -> Self {
+        CriRuntime { containers: pods.containers().clone(), pods, stream }
+    }
+
+    /// A running CRI container for a streaming request.
+    fn running(&self, id: &str) -> Result<Arc<Container>, Status> {
+        let c = self.container(id)?;
+        if c.record().state.status != ContainerStatus::Running {
+            return Err(Status::failed_precondition(format!("container {} is not running", c.id)));
+        }
+        Ok(c)
+    }
+
+    fn url(&self, request: Pending) -> Result<String, Status> {
+        self.stream.issue(request).map_err(|e| Status::internal(format!("cannot make a streaming token: {e}")))
     }
 
     /// A pod is ready when recorded so and its holder runs.
@@ -181,8 +197,15 @@ impl CriRuntime {
 
 type CriStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-fn streaming(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not implemented by cm yet (CRI streaming comes with issue #13)"))
+/// The standard streams of a streaming request, checked as the kubelet does.
+fn streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<Streams, Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Status::invalid_argument("one of stdin, stdout and stderr must be set"));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument("tty and stderr cannot both be set (a terminal has no stderr)"));
+    }
+    Ok(Streams { stdin, stdout, stderr, tty })
 }
 
 fn not_supported(what: &str) -> Status {
@@ -509,19 +532,49 @@ impl RuntimeService for CriRuntime {
         Ok(Response::new(pb::ExecSyncResponse { stdout, stderr, exit_code }))
     }
 
-    async fn exec(&self, _r: Request<pb::ExecRequest>) -> Result<Response<pb::ExecResponse>, Status> {
-        Err(streaming("Exec"))
+    async fn exec(&self, request: Request<pb::ExecRequest>) -> Result<Response<pb::ExecResponse>, Status> {
+        let r = request.into_inner();
+        let c = self.running(&r.container_id)?;
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd must name the command to run"));
+        }
+        let streams = streams(r.stdin, r.stdout, r.stderr, r.tty)?;
+        let exec =
+            ExecRequest { container: c.id.clone(), argv: r.cmd, tty: r.tty, stdin: r.stdin, ..Default::default() };
+        exec.validate()?;
+        Ok(Response::new(pb::ExecResponse { url: self.url(Pending::Exec(exec, streams))? }))
     }
 
-    async fn attach(&self, _r: Request<pb::AttachRequest>) -> Result<Response<pb::AttachResponse>, Status> {
-        Err(streaming("Attach"))
+    async fn attach(&self, request: Request<pb::AttachRequest>) -> Result<Response<pb::AttachResponse>, Status> {
+        let r = request.into_inner();
+        let c = self.running(&r.container_id)?;
+        let streams = streams(r.stdin, r.stdout, r.stderr, r.tty)?;
+        if r.stdin && !c.record().config.stdin {
+            return Err(Status::failed_precondition(format!(
+                "container {} was not created with stdin: there is nothing to attach stdin to",
+                c.id
+            )));
+        }
+        let attach = AttachRequest { container: c.id.clone(), stdin: r.stdin, ..Default::default() };
+        Ok(Response::new(pb::AttachResponse { url: self.url(Pending::Attach(attach, streams))? }))
     }
 
     async fn port_forward(
         &self,
-        _r: Request<pb::PortForwardRequest>,
+        request: Request<pb::PortForwardRequest>,
     ) -> Result<Response<pb::PortForwardResponse>, Status> {
-        Err(streaming("PortForward"))
+        let r = request.into_inner();
+        if r.pod_sandbox_id.is_empty() {
+            return Err(Status::invalid_argument("a pod sandbox id is required"));
+        }
+        let pod = self.pods.get(&r.pod_sandbox_id)?;
+        if !self.ready(&pod) {
+            return Err(Status::failed_precondition(format!("pod {} is not ready", pod.id)));
+        }
+        let netns = self.pods.netns(&pod);
+        Ok(Response::new(pb::PortForwardResponse {
+            url: self.url(Pending::PortForward { pod: pod.id.clone(), netns })?,
+        }))
     }
 
     async fn container_stats(
