@@ -426,7 +426,24 @@ fn images_pull_status_list_and_remove(w: &World) -> Result<()> {
         let image = status.image.context("no image after the pull")?;
         ensure!(image.id == pulled.image_ref && image.repo_tags.contains(&name), "{image:?}");
         ensure!(image.uid.as_ref().is_some_and(|u| u.value == 1000) && image.size > 0, "{image:?}");
-        ensure!(image.repo_digests.iter().all(|d| d.contains("@sha256:")), "{image:?}");
+        // Pulled by tag, it is also found as REPO@DIGEST (what it lists in repo_digests), as containerd does.
+        let repo = format!("{}/test/cri-pulled@sha256:", w.registry.addr());
+        ensure!(image.repo_digests.len() == 1 && image.repo_digests[0].starts_with(&repo), "{image:?}");
+        for digest in &image.repo_digests {
+            let by_digest = c
+                .images
+                .image_status(pb::ImageStatusRequest { image: spec(digest), verbose: false })
+                .await?
+                .into_inner();
+            ensure!(by_digest.image.as_ref() == Some(&image), "ImageStatus of {digest}: {by_digest:?}");
+        }
+        let other_repo = image.repo_digests[0].replace("cri-pulled@", "cri-unpulled@");
+        let absent = c
+            .images
+            .image_status(pb::ImageStatusRequest { image: spec(&other_repo), verbose: false })
+            .await?
+            .into_inner();
+        ensure!(absent.image.is_none(), "another repository at the same digest is not this image: {absent:?}");
         let by_id = c
             .images
             .image_status(pb::ImageStatusRequest { image: spec(&image.id), verbose: false })

@@ -65,6 +65,41 @@ impl ImageRecord {
         self.layers.iter().map(|l| l.unpacked_size).sum()
     }
 
+    /// The digest the registry serves the image under: its index's when it was pulled through one, else its
+    /// manifest's (what `REPO@DIGEST` pulls again).
+    pub fn distribution_digest(&self) -> &str {
+        self.index_digest.as_deref().unwrap_or(&self.manifest_digest)
+    }
+
+    /// `REPO@DIGEST` for every repository naming the image, as containerd lists them: its digest references
+    /// as pulled, and each tagged repository pinned to the distribution digest. Each resolves to the image.
+    pub fn repo_digests(&self) -> Vec<String> {
+        let mut digests: Vec<String> = self
+            .references
+            .iter()
+            .filter_map(|r| Reference::parse(r).ok())
+            .map(|r| {
+                let digest = r.digest.clone().unwrap_or_else(|| self.distribution_digest().to_string());
+                format!("{}/{}@{digest}", r.registry, r.repository)
+            })
+            .collect();
+        digests.sort();
+        digests.dedup();
+        digests
+    }
+
+    /// Whether `REPO@DIGEST` names this image without being one of its references: a repository it has
+    /// (by tag or digest) and its manifest's or index's digest. A tag given beside the digest is ignored.
+    fn answers_to_digest(&self, wanted: &Reference) -> bool {
+        let Some(digest) = wanted.digest.as_deref() else { return false };
+        let ours = digest == self.manifest_digest || Some(digest) == self.index_digest.as_deref();
+        self.references.iter().filter_map(|r| Reference::parse(r).ok()).any(|r| {
+            r.registry == wanted.registry
+                && r.repository == wanted.repository
+                && (ours || r.digest.as_deref() == Some(digest))
+        })
+    }
+
     fn blobs(&self) -> impl Iterator<Item = &str> {
         [self.id.as_str(), self.manifest_digest.as_str()]
             .into_iter()
@@ -247,22 +282,25 @@ impl ImageStore {
         resolve_in(&db.images, name).map(|i| db.images[i].clone())
     }
 
-    /// Removes a name, or with an id every name of that image; deletes images left without a name and
-    /// collects their content.
+    /// Removes a name (a `REPO@DIGEST` of a tagged image: that repository's names), or with an id every name
+    /// of that image; deletes images left without a name and collects their content.
     pub fn remove(&self, name: &str) -> Result<Removed, ImageError> {
         let mut removed = Removed::default();
         {
             let mut db = self.db.lock().unwrap();
             let index = resolve_in(&db.images, name)?;
-            let by_reference = normalized(name).is_some_and(|n| db.images[index].references.contains(&n));
+            let wanted = Reference::parse(name).ok();
             let image = &mut db.images[index];
-            if by_reference {
-                let n = normalized(name).unwrap_or_default();
-                image.references.retain(|r| r != &n);
-                removed.untagged.push(n);
-            } else {
-                removed.untagged.append(&mut image.references);
-            }
+            let goes = |r: &String| match &wanted {
+                Some(w) if image_has(&image.references, w) => *r == w.to_string(),
+                Some(w) if w.digest.is_some() => {
+                    Reference::parse(r).is_ok_and(|r| r.registry == w.registry && r.repository == w.repository)
+                }
+                _ => true,
+            };
+            let (gone, kept): (Vec<String>, Vec<String>) = image.references.iter().cloned().partition(goes);
+            image.references = kept;
+            removed.untagged = gone;
             if image.references.is_empty() {
                 removed.deleted.push(image.id.clone());
                 db.images.remove(index);
@@ -306,15 +344,18 @@ impl ImageStore {
     }
 }
 
-fn normalized(name: &str) -> Option<String> {
-    Reference::parse(name).ok().map(|r| r.to_string())
+fn image_has(references: &[String], wanted: &Reference) -> bool {
+    references.contains(&wanted.to_string())
 }
 
 fn resolve_in(images: &[ImageRecord], name: &str) -> Result<usize, ImageError> {
-    if let Some(n) = normalized(name)
-        && let Some(i) = images.iter().position(|img| img.references.contains(&n))
-    {
-        return Ok(i);
+    if let Ok(wanted) = Reference::parse(name) {
+        if let Some(i) = images.iter().position(|img| image_has(&img.references, &wanted)) {
+            return Ok(i);
+        }
+        if let Some(i) = images.iter().position(|img| img.answers_to_digest(&wanted)) {
+            return Ok(i);
+        }
     }
     let prefix = hex_of(name);
     let is_hex = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_hexdigit());
@@ -442,5 +483,57 @@ mod tests {
         assert_eq!(store.resolve("bbbb").unwrap().id, images[0].id);
         assert_eq!(store.resolve("127.0.0.1:5000/app:v1").unwrap().id, images[0].id);
         assert!(matches!(store.resolve("aaaa"), Err(ImageError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_tag_pulled_image_answers_to_its_repository_at_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let manifest = format!("sha256:{}", "f".repeat(64));
+        store.add_image(record('a', '1'), &Reference::parse("127.0.0.1:5000/app:v1").unwrap()).unwrap();
+        store.add_image(record('a', '1'), &Reference::parse("127.0.0.1:5000/other:v2").unwrap()).unwrap();
+        let image = store.resolve("127.0.0.1:5000/app:v1").unwrap();
+        assert_eq!(
+            image.repo_digests(),
+            vec![format!("127.0.0.1:5000/app@{manifest}"), format!("127.0.0.1:5000/other@{manifest}")]
+        );
+        for name in image.repo_digests() {
+            assert_eq!(store.resolve(&name).unwrap().id, image.id, "{name}");
+        }
+        // A tag beside the digest is ignored, as docker does.
+        assert_eq!(store.resolve(&format!("127.0.0.1:5000/app:v9@{manifest}")).unwrap().id, image.id);
+        let wrong_digest = format!("127.0.0.1:5000/app@sha256:{}", "0".repeat(64));
+        assert!(matches!(store.resolve(&wrong_digest), Err(ImageError::NotFound(_))));
+        let wrong_repo = format!("127.0.0.1:5000/third@{manifest}");
+        assert!(matches!(store.resolve(&wrong_repo), Err(ImageError::NotFound(_))));
+
+        // Removing by REPO@DIGEST untags that repository only.
+        let removed = store.remove(&format!("127.0.0.1:5000/app@{manifest}")).unwrap();
+        assert_eq!(removed.untagged, vec!["127.0.0.1:5000/app:v1"]);
+        assert!(removed.deleted.is_empty());
+        assert_eq!(store.resolve(&format!("127.0.0.1:5000/other@{manifest}")).unwrap().id, image.id);
+        assert!(store.resolve(&format!("127.0.0.1:5000/app@{manifest}")).is_err());
+    }
+
+    #[test]
+    fn an_image_pulled_through_an_index_lists_the_index_digest_and_answers_to_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let index = format!("sha256:{}", "9".repeat(64));
+        let manifest = format!("sha256:{}", "f".repeat(64));
+        let pinned = format!("sha256:{}", "8".repeat(64));
+        let mut r = record('a', '1');
+        r.index_digest = Some(index.clone());
+        store.add_image(r.clone(), &Reference::parse("reg.example/multi:1").unwrap()).unwrap();
+        // Also pulled by a digest the record does not hold (an older index of the same image).
+        store.add_image(r, &Reference::parse(&format!("reg.example/multi@{pinned}")).unwrap()).unwrap();
+        let image = store.resolve("reg.example/multi:1").unwrap();
+        assert_eq!(
+            image.repo_digests(),
+            vec![format!("reg.example/multi@{pinned}"), format!("reg.example/multi@{index}")]
+        );
+        for digest in [&index, &manifest, &pinned] {
+            assert_eq!(store.resolve(&format!("reg.example/multi@{digest}")).unwrap().id, image.id, "{digest}");
+        }
     }
 }

@@ -57,21 +57,7 @@ impl CriImages {
             Err(_) => (None, user),
         };
         let repo_tags: Vec<String> = image.references.iter().filter(|r| !r.contains('@')).cloned().collect();
-        let mut repo_digests: Vec<String> = image
-            .references
-            .iter()
-            .map(|r| {
-                let repo = r.split('@').next().unwrap_or(r);
-                let slash = repo.rfind('/').map_or(0, |i| i + 1);
-                let repo = match repo[slash..].rfind(':') {
-                    Some(i) => &repo[..slash + i],
-                    None => repo,
-                };
-                format!("{repo}@{}", image.manifest_digest)
-            })
-            .collect();
-        repo_digests.sort();
-        repo_digests.dedup();
+        let repo_digests = image.repo_digests();
         pb::Image {
             id: image.id.clone(),
             repo_tags,
